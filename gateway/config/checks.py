@@ -1,0 +1,145 @@
+"""Cross-field checks: rules that relate different parts of a config file.
+
+They run on the raw parsed data (dicts and lists straight from YAML/TOML), not on the
+model, so they are reported together with pydantic's errors even when validation of
+some unrelated part failed; the operator sees every mistake in one pass. Each check is
+therefore defensive: a value of the wrong shape is skipped here, since the model
+reports it already.
+
+Address clashes: two sockets clash when their ports are equal (and not 0, the
+ephemeral port) and their hosts are equal or either is a wildcard (0.0.0.0, ::).
+Host names are compared as written; 'localhost' and '127.0.0.1' are not resolved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.config.fields import split_host_port
+from gateway.errors import ConfigError
+
+_WILDCARDS = {"0.0.0.0", "::"}
+_DEFAULT_ADMIN = "127.0.0.1:9901"
+
+
+def cross_check(data: object) -> list[ConfigError]:
+    """Every cross-field problem in `data`, the raw parsed config."""
+    if not isinstance(data, dict):
+        return []
+    return [*_check_routes(data), *_check_listeners(data)]
+
+
+def _check_routes(data: dict[str, Any]) -> list[ConfigError]:
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        return []
+    upstreams = data.get("upstreams")
+    known = set(upstreams) if isinstance(upstreams, dict) else None
+    errors: list[ConfigError] = []
+    first_by_name: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict):
+            continue
+        at = f"routes[{i}]"
+        name = route.get("name")
+        if isinstance(name, str):
+            if name in first_by_name:
+                errors.append(
+                    ConfigError(
+                        f"{at}.name",
+                        f"duplicate route name {name!r} (first in routes[{first_by_name[name]}])",
+                    )
+                )
+            else:
+                first_by_name[name] = i
+        upstream = route.get("upstream")
+        if known is not None and isinstance(upstream, str) and upstream not in known:
+            errors.append(ConfigError(f"{at}.upstream", f"unknown upstream {upstream!r}"))
+        errors.extend(_check_rewrite(at, route))
+    return errors
+
+
+def _check_rewrite(at: str, route: dict[str, Any]) -> list[ConfigError]:
+    rewrite = route.get("rewrite")
+    if not isinstance(rewrite, dict):
+        return []
+    match = route.get("match")
+    path = match.get("path") if isinstance(match, dict) else None
+    has_prefix = isinstance(path, dict) and isinstance(path.get("prefix"), str)
+    if has_prefix:
+        return []
+    errors = []
+    if rewrite.get("strip_prefix") is True:
+        errors.append(ConfigError(f"{at}.rewrite.strip_prefix", "needs match.path.prefix"))
+    if rewrite.get("prefix") is not None:
+        errors.append(ConfigError(f"{at}.rewrite.prefix", "needs match.path.prefix"))
+    return errors
+
+
+def _socket(address: object) -> tuple[str, int] | None:
+    if not isinstance(address, str):
+        return None
+    try:
+        host, port = split_host_port(address)
+    except ValueError:
+        return None  # the model reports it
+    return host.lower(), port
+
+
+def _clash(a: tuple[str, int], b: tuple[str, int]) -> bool:
+    if a[1] != b[1] or a[1] == 0:
+        return False
+    return a[0] == b[0] or a[0] in _WILDCARDS or b[0] in _WILDCARDS
+
+
+def _check_listeners(data: dict[str, Any]) -> list[ConfigError]:
+    listeners = data.get("listeners")
+    if not isinstance(listeners, list):
+        return []
+    errors: list[ConfigError] = []
+    sockets: list[tuple[int, tuple[str, int]]] = []
+    first_by_name: dict[str, int] = {}
+    for i, listener in enumerate(listeners):
+        if not isinstance(listener, dict):
+            continue
+        name = listener.get("name")
+        name = f"listener-{i}" if name is None else name
+        if isinstance(name, str):
+            if name in first_by_name:
+                errors.append(
+                    ConfigError(
+                        f"listeners[{i}].name",
+                        f"duplicate listener name {name!r} (first in "
+                        f"listeners[{first_by_name[name]}])",
+                    )
+                )
+            else:
+                first_by_name[name] = i
+        sock = _socket(listener.get("address"))
+        if sock is None:
+            continue
+        for j, other in sockets:
+            if _clash(sock, other):
+                errors.append(
+                    ConfigError(
+                        f"listeners[{i}].address",
+                        f"address {listener['address']!r} clashes with listeners[{j}]",
+                    )
+                )
+                break
+        sockets.append((i, sock))
+
+    admin = data.get("admin", {})
+    if isinstance(admin, dict) and admin.get("enabled", True) is True:
+        address = admin.get("address", _DEFAULT_ADMIN)
+        sock = _socket(address)
+        for j, other in sockets:
+            if sock is not None and _clash(sock, other):
+                default = "" if "address" in admin else " (the default admin address)"
+                errors.append(
+                    ConfigError(
+                        "admin.address", f"address {address!r}{default} clashes with listeners[{j}]"
+                    )
+                )
+                break
+    return errors

@@ -1,0 +1,389 @@
+"""The config model: what a gateway config file may say, typed and strict.
+
+Every model forbids unknown keys, is frozen (a loaded config is a value; reload builds
+a new one) and validates strictly (`workers: "4"` is an error, not a 4): YAML and TOML
+already give native types, so coercion would only hide mistakes. Defaults are the
+safe choice and are validated like user input, so `"75s"` defaults become floats.
+
+Per-object rules live here and per-field types in `fields.py`, as validators whose
+messages are short and human (the loader strips pydantic's decoration, adds the path).
+Rules that relate different parts of the file (a route naming an upstream, duplicate
+names, clashing addresses) live in `checks.py` and run on the raw data, so they are
+reported even when other parts of the file fail validation. Building a Config in code
+(`Config(...)`, `model_validate`) skips them: use `load.validate_data` for that.
+
+Durations are float seconds and sizes int bytes (see `units.py`), whatever unit the
+file used.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from gateway.config.fields import (
+    NAME_PATTERN,
+    Address,
+    Host,
+    Method,
+    Name,
+    Pseudonym,
+    Token,
+    check_abs_path,
+    check_regex,
+    one_or_many,
+    split_host_port,
+    unit,
+)
+from gateway.config.units import Duration, Size
+
+__all__ = [
+    "NAME_PATTERN",
+    "Admin",
+    "Config",
+    "Endpoint",
+    "HeaderMatch",
+    "Listener",
+    "Match",
+    "PathMatch",
+    "PoolSettings",
+    "Rewrite",
+    "Route",
+    "ServerLimits",
+    "StrictModel",
+    "Timeouts",
+    "Upstream",
+    "UpstreamTLS",
+    "split_host_port",
+]
+
+
+def _url_to_endpoint(v: Any) -> Any:
+    if isinstance(v, str):
+        return {"url": v}
+    if not isinstance(v, dict | Endpoint):
+        raise ValueError(f"expected a URL or a mapping with a url key (got {v!r})")
+    return v
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors; loaded configs are values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+
+class Listener(StrictModel):
+    """A socket the gateway accepts client connections on."""
+
+    name: Name | None = Field(
+        default=None, description="Name used in logs and metrics; defaults to 'listener-<index>'."
+    )
+    address: Address = Field(description="'host:port' to bind; IPv6 in brackets, '[::1]:8080'.")
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.address)[1]
+
+
+class Admin(StrictModel):
+    """The admin API and dashboard; keep it on loopback unless it is firewalled."""
+
+    address: Address = Field(
+        default="127.0.0.1:9901", description="'host:port' the admin API binds."
+    )
+    enabled: bool = Field(default=True, description="Serve the admin API at all.")
+
+    @property
+    def host(self) -> str:
+        return split_host_port(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return split_host_port(self.address)[1]
+
+
+class ServerLimits(StrictModel):
+    """Limits and timeouts on the client side of the gateway."""
+
+    max_request_line: Size = Field(
+        default=unit("8KiB"),
+        gt=0,
+        description="Longest request line (method, target, version); 414 beyond.",
+    )
+    max_header_field: Size = Field(
+        default=unit("8KiB"), gt=0, description="Longest header line; 431 beyond."
+    )
+    max_header_size: Size = Field(
+        default=unit("32KiB"), gt=0, description="All request header lines together; 431 beyond."
+    )
+    max_headers: int = Field(
+        default=100, ge=1, description="Most request header lines; 431 beyond."
+    )
+    keepalive_timeout: Duration = Field(
+        default=unit("75s"), description="Idle keep-alive client connections are closed after this."
+    )
+    header_timeout: Duration = Field(
+        default=unit("10s"),
+        gt=0,
+        description="A client must send complete request headers within this.",
+    )
+    shutdown_timeout: Duration = Field(
+        default=unit("30s"), description="On SIGTERM, in-flight requests get this long to finish."
+    )
+    request_id_header: Token = Field(
+        default="X-Request-ID",
+        description="Header carrying the request id, kept if the client sent one.",
+    )
+    via: Pseudonym = Field(
+        default="gateway", description="Pseudonym the gateway uses in the Via header."
+    )
+    watch_config: bool = Field(
+        default=True, description="Reload when the config file changes (SIGHUP reloads regardless)."
+    )
+    watch_interval: Duration = Field(
+        default=unit("1s"), gt=0, description="How often the config file is checked for changes."
+    )
+
+
+class Endpoint(StrictModel):
+    """One upstream server; also accepted as a plain URL string."""
+
+    url: str = Field(description="'http://host:port' or 'https://host:port'; no path or query.")
+    weight: int = Field(default=1, ge=1, description="Relative share of the upstream's traffic.")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str) -> str:
+        parts = urlsplit(v)
+        if parts.scheme.lower() not in ("http", "https"):
+            raise ValueError(f"invalid url {v!r}: scheme must be http or https")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(f"invalid url {v!r}: must not carry user info")
+        if not parts.hostname:
+            raise ValueError(f"invalid url {v!r}: host is missing")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError(
+                f"invalid url {v!r}: must not have a path or query (use a route rewrite)"
+            )
+        try:
+            parts.port  # noqa: B018  # urlsplit checks the port lazily
+        except ValueError:
+            raise ValueError(f"invalid url {v!r}: port must be a number in 0..65535") from None
+        return v
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme.lower()
+
+    @property
+    def host(self) -> str:
+        """The host, lower-cased, IPv6 without brackets."""
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        port = urlsplit(self.url).port
+        return port if port is not None else (443 if self.scheme == "https" else 80)
+
+    @property
+    def authority(self) -> str:
+        """'host[:port]' for a Host header: IPv6 bracketed, default port left out."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.scheme == "https" else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+class UpstreamTLS(StrictModel):
+    """TLS towards https endpoints."""
+
+    verify: bool = Field(
+        default=True, description="Verify the endpoint's certificate and hostname."
+    )
+    ca_file: str | None = Field(
+        default=None, description="PEM CA bundle; default the system store."
+    )
+    server_name: str | None = Field(
+        default=None, description="SNI and the hostname checked; default the endpoint host."
+    )
+
+
+class PoolSettings(StrictModel):
+    """The keep-alive connection pool kept per endpoint."""
+
+    max_connections: int = Field(
+        default=512, ge=1, description="Open connections per endpoint at most."
+    )
+    max_idle: int = Field(
+        default=64, ge=0, description="Idle keep-alive connections kept per endpoint."
+    )
+    idle_timeout: Duration = Field(
+        default=unit("60s"), description="Idle connections are closed after this."
+    )
+
+
+class Upstream(StrictModel):
+    """A named group of endpoints that routes send traffic to."""
+
+    endpoints: list[
+        Annotated[
+            Endpoint, BeforeValidator(_url_to_endpoint, json_schema_input_type=str | Endpoint)
+        ]
+    ] = Field(min_length=1, description="Endpoints, as URLs or {url, weight} objects.")
+    tls: UpstreamTLS = Field(default=UpstreamTLS(), description="TLS settings for https endpoints.")
+    pool: PoolSettings = Field(default=PoolSettings(), description="Connection pool per endpoint.")
+
+
+class PathMatch(StrictModel):
+    """Match the request path; give exactly one of exact, prefix, regex."""
+
+    exact: str | None = Field(default=None, description="The whole path, starting with '/'.")
+    prefix: str | None = Field(default=None, description="A path prefix, starting with '/'.")
+    regex: str | None = Field(default=None, description="A Python regex searched in the path.")
+
+    _abs = field_validator("exact", "prefix")(check_abs_path)
+    _regex = field_validator("regex")(check_regex)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PathMatch:
+        if [self.exact, self.prefix, self.regex].count(None) != 2:
+            raise ValueError("give exactly one of exact, prefix, regex")
+        return self
+
+
+class HeaderMatch(StrictModel):
+    """Match one request header (names compare case-insensitively)."""
+
+    name: Token = Field(description="Header name.")
+    value: str | None = Field(default=None, description="The header's exact value.")
+    regex: str | None = Field(
+        default=None, description="A Python regex searched in the header value."
+    )
+    present: bool | None = Field(
+        default=None, description="true: the header must be present; false: it must be absent."
+    )
+
+    _regex = field_validator("regex")(check_regex)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> HeaderMatch:
+        if [self.value, self.regex, self.present].count(None) != 2:
+            raise ValueError("give exactly one of value, regex, present")
+        return self
+
+
+class Match(StrictModel):
+    """What a request must look like for its route to apply; all given parts must match."""
+
+    hosts: Annotated[
+        list[Host], BeforeValidator(one_or_many, json_schema_input_type=str | list[str])
+    ] = Field(
+        default=[],
+        description="Host names, exact or '*.example.com' (no port); empty matches any host.",
+    )
+    path: PathMatch | None = Field(default=None, description="Path match; none matches any path.")
+    methods: list[Method] = Field(default=[], description="HTTP methods; empty matches any method.")
+    headers: list[HeaderMatch] = Field(default=[], description="Header matches, all must hold.")
+
+
+class Rewrite(StrictModel):
+    """Rewrite the path sent upstream: strip_prefix, prefix, or regex + replacement."""
+
+    strip_prefix: bool = Field(
+        default=False, description="Remove the matched match.path.prefix from the path."
+    )
+    prefix: str | None = Field(
+        default=None, description="Replace the matched match.path.prefix with this path."
+    )
+    regex: str | None = Field(default=None, description="A Python regex substituted in the path.")
+    replacement: str | None = Field(
+        default=None, description="Replacement for regex (\\1, \\g<name>)."
+    )
+
+    _abs = field_validator("prefix")(check_abs_path)
+    _regex = field_validator("regex")(check_regex)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Rewrite:
+        if (self.regex is None) != (self.replacement is None):
+            raise ValueError("regex and replacement go together")
+        styles = [self.strip_prefix, self.prefix is not None, self.regex is not None]
+        if styles.count(True) != 1:
+            raise ValueError("give exactly one of strip_prefix, prefix, regex + replacement")
+        return self
+
+
+class Timeouts(StrictModel):
+    """Timeouts for one upstream exchange."""
+
+    connect: Duration = Field(
+        default=unit("2s"), gt=0, description="Connecting to an endpoint (TCP + TLS)."
+    )
+    read: Duration = Field(
+        default=unit("30s"), gt=0, description="Longest gap while waiting for upstream bytes."
+    )
+    total: Duration = Field(
+        default=unit("60s"),
+        description="The whole upstream exchange, body included; 0 means unlimited.",
+    )
+
+
+class Route(StrictModel):
+    """Requests matching `match` go to `upstream`."""
+
+    name: Name = Field(description="Unique route name, used in logs and metrics.")
+    match: Match = Field(
+        default=Match(), description="What requests this route takes; default all."
+    )
+    upstream: str = Field(description="Name of an entry in upstreams.")
+    rewrite: Rewrite | None = Field(default=None, description="Path rewrite before forwarding.")
+    preserve_host: bool = Field(
+        default=True,
+        description="Send the client's Host upstream; false: the endpoint's host[:port].",
+    )
+    timeouts: Timeouts = Field(default=Timeouts(), description="Upstream timeouts.")
+    retry_idempotent: bool = Field(
+        default=True,
+        description="Retry GET/HEAD/OPTIONS/PUT/DELETE whose connection failed before a "
+        "byte was sent.",
+    )
+
+
+class Config(StrictModel):
+    """A gateway config file."""
+
+    listeners: list[Listener] = Field(min_length=1, description="Sockets to accept clients on.")
+    admin: Admin = Field(default=Admin(), description="Admin API.")
+    workers: int = Field(default=1, ge=1, description="Worker processes sharing the listeners.")
+    server: ServerLimits = Field(
+        default=ServerLimits(), description="Client-side limits and timeouts."
+    )
+    upstreams: dict[Name, Upstream] = Field(description="Upstreams by name.")
+    routes: list[Route] = Field(description="Routes; names are unique.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_listeners(cls, data: Any) -> Any:
+        """Give unnamed listeners the default name 'listener-<index>'."""
+        if not isinstance(data, dict) or not isinstance(data.get("listeners"), list):
+            return data
+        named: list[Any] = []
+        for i, item in enumerate(data["listeners"]):
+            if isinstance(item, dict) and item.get("name") is None:
+                item = {**item, "name": f"listener-{i}"}
+            elif isinstance(item, Listener) and item.name is None:
+                item = item.model_copy(update={"name": f"listener-{i}"})
+            named.append(item)
+        return {**data, "listeners": named}
