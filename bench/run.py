@@ -1,0 +1,430 @@
+"""Side-by-side load benchmark: the gateway against nginx as a reverse proxy.
+
+One run starts, on loopback only:
+
+- an upstream: its own nginx instance answering a fixed body (``return 200 '...'`` for
+  small bodies, a static file for large ones), shared by both proxies so neither is
+  penalised by a slower backend;
+- nginx as a reverse proxy to it (upstream keep-alive, access log off), with as many
+  worker processes as the gateway has workers;
+- the gateway (``python -m gateway run <config>``) in front of the same upstream.
+
+Each target gets the same wrk load: a 2 s warm-up, then the measured run. The table
+compares requests/s, p50/p99 latency and errors, and checks the targets of the issue:
+gateway throughput >= 30% of nginx's and p99 <= 3x nginx's (and no errors, so that fast
+502s cannot pass). Every process runs in its own process group and is killed in a
+``finally``; the temp dir (configs, logs, bodies) is removed at the end.
+
+Scenarios live in ``SCENARIOS``: a new one (TLS, rate limiting) adds an entry with its
+body, request path, and the extra gateway route keys / nginx location directives it
+needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+WARMUP_S = 2
+READY_TIMEOUT_S = 15.0
+INLINE_BODY_MAX = 1024  # larger bodies are served from a file (nginx caps config tokens)
+RPS_MIN_RATIO = 0.30  # gateway req/s >= 30% of nginx
+P99_MAX_RATIO = 3.0  # gateway p99 <= 3x nginx
+
+
+def _json_body(size: int) -> bytes:
+    """A JSON document of exactly ``size`` bytes, safe inside an nginx '...' string."""
+    head = b'{"id":12345,"name":"bench","items":[1,2,3],"ok":true,"pad":"'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+@dataclass(frozen=True)
+class Scenario:
+    description: str
+    body: bytes  # what the upstream answers, and what each proxy must pass through
+    path: str = "/"
+    content_type: str = "application/json"
+    route_extra: dict[str, Any] = field(default_factory=dict)  # merged into the route
+    nginx_location_extra: str = ""  # directives added to the proxy nginx location
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "small-get": Scenario("GET, 117-byte JSON body, keep-alive", _json_body(117)),
+    "large-get": Scenario(
+        "GET, 1 MiB body, keep-alive",
+        b"0123456789abcdef" * 65536,
+        path="/large",
+        content_type="application/octet-stream",
+        # nginx's default 8 x 4k buffers cost it ~20% here; give the baseline its best.
+        nginx_location_extra="proxy_buffers 16 64k; proxy_buffer_size 64k;",
+    ),
+}
+
+
+@dataclass
+class Result:
+    target: str
+    requests: int
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx_3xx: int
+    socket_errors: int
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx_3xx + self.socket_errors
+
+
+class Processes:
+    """Children started in their own process groups; ``close`` kills every group."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+        out = open(self.log_dir / f"{name}.out", "wb")  # noqa: SIM115 - closed with the child
+        err = open(self.log_dir / f"{name}.err", "wb")  # noqa: SIM115
+        with out, err:
+            proc = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str, stream: str = "err") -> str:
+        path = self.log_dir / f"{name}.{stream}"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        for sig, wait_s in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(wait_s)
+        # The group may outlive its leader (nginx workers): make sure it is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nginx_conf(prefix: Path, workers: int, http_block: str) -> str:
+    user = "user root root;\n" if os.geteuid() == 0 else ""  # workers must read tmp files
+    temps = "\n".join(
+        f"    {kind}_temp_path {prefix}/{kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return f"""{user}worker_processes {workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+{temps}
+{http_block}
+}}
+"""
+
+
+def start_nginx(
+    procs: Processes, tmp: Path, name: str, workers: int, block: str
+) -> subprocess.Popen[bytes]:
+    prefix = tmp / name
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(nginx_conf(prefix, workers, block))
+    argv = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    check = subprocess.run([*argv, "-t"], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"{name}: nginx config rejected:\n{check.stderr}")
+    return procs.start(name, argv)
+
+
+def upstream_block(tmp: Path, port: int, scenario: Scenario) -> str:
+    if len(scenario.body) <= INLINE_BODY_MAX:
+        text = scenario.body.decode().replace("\\", "\\\\").replace("'", "\\'")
+        assert "$" not in text, "nginx would expand $ in a return body"
+        answer = f"return 200 '{text}';"
+    else:
+        (tmp / "body.bin").write_bytes(scenario.body)
+        answer = f"root {tmp}; try_files /body.bin =404;"
+    return f"""    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{ default_type {scenario.content_type}; {answer} }}
+    }}"""
+
+
+def proxy_block(port: int, upstream_port: int, scenario: Scenario) -> str:
+    return f"""    upstream bench {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+        keepalive_requests 1000000;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location / {{
+            proxy_pass http://bench;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_max_temp_file_size 0;  # stream large bodies, never buffer them to disk
+            {scenario.nginx_location_extra}
+        }}
+    }}"""
+
+
+def gateway_config(
+    port: int, admin_port: int, upstream_port: int, workers: int, sc: Scenario
+) -> dict[str, Any]:
+    return {
+        "listeners": [{"address": f"127.0.0.1:{port}"}],
+        "admin": {"address": f"127.0.0.1:{admin_port}"},
+        "workers": workers,
+        "upstreams": {"bench": {"endpoints": [f"http://127.0.0.1:{upstream_port}"]}},
+        "routes": [
+            {"name": "all", "match": {"path": {"prefix": "/"}}, "upstream": "bench"}
+            | sc.route_extra
+        ],
+    }
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def wait_ready(
+    procs: Processes, name: str, proc: subprocess.Popen[bytes], urls: list[str], body: bytes
+) -> None:
+    """Poll until every URL answers 200 (the last one with ``body``), or fail loudly."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            last = f"exited with code {proc.returncode}"
+            break
+        try:
+            answers = [http_get(url) for url in urls]
+        except OSError as e:
+            last = f"{type(e).__name__}: {e}"
+        else:
+            statuses = [status for status, _ in answers]
+            last = f"statuses {statuses}"
+            if all(s == 200 for s in statuses):
+                if answers[-1][1] == body:
+                    return
+                last = f"wrong body through {urls[-1]}: {len(answers[-1][1])} bytes"
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"{name} did not come up (within {READY_TIMEOUT_S:.0f} s): {last}.\n"
+        f"--- {name} stderr ---\n{procs.log(name)[-4000:]}"
+        f"--- {name} stdout ---\n{procs.log(name, 'out')[-2000:]}"
+    )
+
+
+_UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def _latency_ms(out: str, pct: str) -> float:
+    m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
+    if not m:
+        raise ValueError(f"no {pct}% latency in wrk output")
+    return float(m[1]) * _UNIT_MS[m[2]]
+
+
+def parse_wrk(target: str, out: str) -> Result:
+    try:
+        rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+        count = re.search(r"^\s*(\d+) requests in", out, re.M)
+        if not (rps and count):
+            raise ValueError("no Requests/sec in wrk output")
+        sock = re.search(
+            r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+        )
+        non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        return Result(
+            target=target,
+            requests=int(count[1]),
+            requests_per_s=float(rps[1]),
+            p50_ms=_latency_ms(out, "50"),
+            p99_ms=_latency_ms(out, "99"),
+            non_2xx_3xx=int(non2xx[1]) if non2xx else 0,
+            socket_errors=sum(int(n) for n in sock.groups()) if sock else 0,
+        )
+    except ValueError as e:
+        raise RuntimeError(f"cannot parse wrk output for {target}: {e}\n{out}") from None
+
+
+def run_wrk(procs: Processes, name: str, url: str, connections: int, duration_s: int) -> str:
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+    proc = procs.start(name, argv)
+    try:
+        proc.wait(duration_s + 30)
+    finally:
+        procs.stop(proc)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {procs.log(name)}")
+    return procs.log(name, "out")
+
+
+def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[Result]:
+    sc = SCENARIOS[args.scenario]
+    ports = {"upstream": free_port(), "nginx": free_port(), "gateway": free_port()}
+    admin_port = free_port()
+    urls = {name: f"http://127.0.0.1:{port}{sc.path}" for name, port in ports.items()}
+
+    up = ports["upstream"]
+    proc = start_nginx(procs, tmp, "upstream", args.upstream_workers, upstream_block(tmp, up, sc))
+    wait_ready(procs, "upstream", proc, [urls["upstream"]], sc.body)
+    if "nginx" in args.targets:
+        proc = start_nginx(procs, tmp, "nginx", args.workers, proxy_block(ports["nginx"], up, sc))
+        wait_ready(procs, "nginx", proc, [urls["nginx"]], sc.body)
+    if "gateway" in args.targets:
+        config = tmp / "gateway.yaml"
+        cfg = gateway_config(ports["gateway"], admin_port, up, args.workers, sc)
+        config.write_text("# JSON is YAML\n" + json.dumps(cfg, indent=2) + "\n")
+        argv = [sys.executable, "-m", "gateway", "run", str(config)]
+        proc = procs.start("gateway", argv, cwd=REPO)
+        ready = [f"http://127.0.0.1:{admin_port}/readyz", urls["gateway"]]
+        wait_ready(procs, "gateway", proc, ready, sc.body)
+
+    results = []
+    for target in args.targets:
+        print(f"# {target}: warm-up {WARMUP_S} s, then {args.duration} s", file=sys.stderr)
+        run_wrk(procs, f"wrk-{target}-warmup", urls[target], args.connections, WARMUP_S)
+        out = run_wrk(procs, f"wrk-{target}", urls[target], args.connections, args.duration)
+        results.append(parse_wrk(target, out))
+    return results
+
+
+def checks(results: list[Result]) -> list[dict[str, Any]]:
+    by_name = {r.target: r for r in results}
+    nginx, gw = by_name.get("nginx"), by_name.get("gateway")
+    if not (nginx and gw):
+        return []
+    rps_ratio = gw.requests_per_s / nginx.requests_per_s
+    p99_ratio = gw.p99_ms / nginx.p99_ms
+    return [
+        {"check": "gateway/nginx req/s", "value": rps_ratio, "target": f">= {RPS_MIN_RATIO}",
+         "passed": rps_ratio >= RPS_MIN_RATIO},
+        {"check": "gateway/nginx p99", "value": p99_ratio, "target": f"<= {P99_MAX_RATIO}",
+         "passed": p99_ratio <= P99_MAX_RATIO},
+        {"check": "gateway errors", "value": gw.errors, "target": "== 0",
+         "passed": gw.errors == 0},
+    ]  # fmt: skip
+
+
+def print_report(
+    args: argparse.Namespace, results: list[Result], checked: list[dict[str, Any]]
+) -> None:
+    sc = SCENARIOS[args.scenario]
+    print(f"scenario {args.scenario}: {sc.description}")
+    print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.workers} worker(s) per proxy\n")
+    print(f"{'target':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
+    for r in results:
+        print(
+            f"{r.target:<10}{r.requests_per_s:>12,.0f}{r.p50_ms:>10.2f}"
+            f"{r.p99_ms:>10.2f}{r.errors:>9}"
+        )
+    if checked:
+        print()
+    for c in checked:
+        verdict = "PASS" if c["passed"] else "FAIL"
+        value = f"{c['value']:.2f}" if isinstance(c["value"], float) else str(c["value"])
+        print(f"{c['check']:<22}{value:>8}  (target {c['target']})  {verdict}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per target")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="small-get")
+    parser.add_argument("--workers", type=int, default=1, help="gateway workers = nginx workers")
+    parser.add_argument("--upstream-workers", type=int, default=1)
+    parser.add_argument(
+        "--targets",
+        type=lambda s: s.split(","),
+        default=["nginx", "gateway"],
+        help="comma-separated, from: upstream (direct), nginx, gateway",
+    )
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    args = parser.parse_args(argv)
+    if unknown := set(args.targets) - {"upstream", "nginx", "gateway"}:
+        parser.error(f"unknown targets: {sorted(unknown)}")
+    if not 1 <= args.duration <= 600:
+        parser.error("--duration must be between 1 and 600 s")
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            parser.error(f"{tool} not found: apt-get install -y nginx wrk")
+
+    # SIGTERM unwinds like Ctrl-C, so the finally below still tears everything down.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    tmp.chmod(0o755)
+    procs = Processes(tmp)
+    try:
+        results = benchmark(args, tmp, procs)
+    finally:
+        procs.close()
+        if args.keep:
+            print(f"# kept {tmp}", file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    checked = checks(results)
+    if args.json:
+        doc = {
+            "scenario": args.scenario,
+            "duration_s": args.duration,
+            "connections": args.connections,
+            "workers": args.workers,
+            "results": [vars(r) | {"errors": r.errors} for r in results],
+            "checks": checked,
+        }
+        print(json.dumps(doc, indent=2))
+    else:
+        print_report(args, results, checked)
+    failed = any(not c["passed"] for c in checked)
+    return 1 if args.strict and failed else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

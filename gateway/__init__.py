@@ -1,0 +1,19 @@
+"""A reverse-proxy API gateway on aiohttp and uvloop.
+
+Where things live:
+  cli.py, supervisor.py   commands; one process or a supervisor with N workers
+  worker.py               listeners, the current Runtime, reload, graceful stop
+  server.py               the aiohttp side: protocol limits, request -> Exchange -> reply
+  exchange.py, body.py    what filters see: Exchange, Reply, streaming bodies
+  pipeline.py             Filter / Next, the fixed filter order, chain compilation
+  runtime.py              config -> route table + chains + pools, swapped on reload
+  proxy.py                the chain's terminal: hop-by-hop rules, forwarding, retries
+  errors.py               GatewayError(status) hierarchy, ConfigError(path, message)
+  config/                 typed strict model, YAML/TOML loading, checks, JSON Schema
+  routing/                route table: host, path, method and header matching
+  upstream/               httptools keep-alive pool, HTTP/1.1 client, balancing
+  admin/                  /healthz, /readyz on the admin listener
+  demo.py                 demo upstreams for the quick start
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,424 @@
+"""The client side: aiohttp's low-level server, and the hop from it into the chain.
+
+Only this module (and the admin app) touches aiohttp types. `Handler.handle` turns
+an aiohttp request into an Exchange, runs the matched route's compiled chain, and
+writes the Reply back: small complete bodies in one write, everything else streamed
+chunk by chunk with backpressure (each `await resp.write` waits for the socket to
+drain, and the upstream is only read when the client has taken the last chunk).
+
+`GatewayProtocol` extends aiohttp's RequestHandler with what a public edge needs and
+aiohttp lacks:
+- a header timeout: a client that has not sent complete request headers within
+  `server.header_timeout` is cut off (slowloris), on the first request and on every
+  later one of a keep-alive connection;
+- the right status for oversized input: aiohttp answers 400 to everything; here a
+  request line over the limit gets 414 and a header line or header count over the
+  limit gets 431 (RFC 9110 15.5.15, RFC 6585 5).
+These rely on RequestHandler internals (`_messages`, `_current_request`,
+`_request_count`), stable across aiohttp 3.10-3.14; tests/server pins the behaviour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from email.utils import formatdate
+from http import HTTPStatus
+from random import getrandbits
+from typing import TYPE_CHECKING, Any, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDict
+
+from gateway.errors import GatewayError
+from gateway.exchange import Exchange, Reply
+
+if TYPE_CHECKING:
+    from gateway.runtime import Runtime
+    from gateway.upstream import UpstreamResponse
+
+log = logging.getLogger("gateway.server")
+
+# Bodies up to this size (with a known length) are read whole and written in one go.
+SMALL_BODY_BYTES = 64 * 1024
+
+
+class GatewayProtocol(RequestHandler):
+    __slots__ = ("_gw_header_timeout", "_gw_header_timer", "_gw_seen")
+
+    def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._gw_header_timeout = manager.header_timeout_s
+        self._gw_header_timer: asyncio.TimerHandle | None = None
+        self._gw_seen = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._request_count != self._gw_seen:  # a complete request head arrived
+            self._gw_seen = self._request_count
+            self._disarm_header_timer()
+        elif self._gw_header_timer is None and self._waiting_for_head():
+            self._arm_header_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _waiting_for_head(self) -> bool:
+        return self._current_request is None and not self._messages
+
+    def _arm_header_timer(self) -> None:
+        if self._gw_header_timeout > 0:
+            loop = asyncio.get_running_loop()
+            self._gw_header_timer = loop.call_later(self._gw_header_timeout, self._header_timeout)
+
+    def _disarm_header_timer(self) -> None:
+        if self._gw_header_timer is not None:
+            self._gw_header_timer.cancel()
+            self._gw_header_timer = None
+
+    def _header_timeout(self) -> None:
+        # Armed when a connection opens or when bytes of a new head arrive on an idle
+        # keep-alive connection; disarmed as soon as a complete head is parsed. So if
+        # it fires, the head it was armed for never completed.
+        self._gw_header_timer = None
+        if self.transport is not None and self._request_count == self._gw_seen:
+            peer = self.transport.get_extra_info("peername")
+            log.warning("header timeout: closing connection from %s", peer)
+            self.force_close()
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        manager = cast(GatewayServer, self._manager)
+        code = "bad_request"
+        if isinstance(exc, LineTooLong):
+            limit = exc.args[1] if len(exc.args) > 1 else None
+            if limit == manager.max_request_line:
+                status, code = 414, "uri_too_long"
+            else:
+                status, code = 431, "request_header_fields_too_large"
+        elif isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
+            status, code = 431, "request_header_fields_too_large"
+        elif status >= 500:
+            code = "internal_error"
+        peer = self.transport.get_extra_info("peername") if self.transport else None
+        if status >= 500:
+            log.error("error handling request from %s", peer, exc_info=exc)
+        else:
+            log.info("rejected request from %s: %s %s", peer, status, exc or message)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started")
+        rid = f"{getrandbits(128):032x}"
+        msg = {400: "malformed request", 414: "request line too long"}.get(
+            status, "request headers too large" if status == 431 else "internal error"
+        )
+        reply = Reply.error(status, code, msg, rid)
+        resp = web.Response(status=status, body=reply.body, headers=reply.headers)
+        resp.force_close()
+        return resp
+
+
+class GatewayServer(web.Server):
+    """aiohttp's low-level server, making GatewayProtocol connections."""
+
+    def __init__(
+        self,
+        handler: Any,
+        *,
+        header_timeout_s: float,
+        max_request_line: int,
+        max_header_field: int,
+        max_headers: int,
+        keepalive_timeout_s: float,
+    ) -> None:
+        # aiohttp checks the request line against max_line_size and each header line
+        # against max_field_size; the two limits must differ so handle_error can tell
+        # which one a LineTooLong came from.
+        if max_header_field == max_request_line:
+            max_header_field += 1
+        super().__init__(
+            handler,
+            max_line_size=max_request_line,
+            max_field_size=max_header_field,
+            max_headers=max_headers,
+            keepalive_timeout=keepalive_timeout_s,
+            access_log=None,
+        )
+        self.header_timeout_s = header_timeout_s
+        self.max_request_line = max_request_line
+
+    def __call__(self) -> RequestHandler:
+        return GatewayProtocol(self, loop=self._loop, **self._kwargs)
+
+
+class ClientBody:
+    """The client's request body as a BodySource; sends 100 Continue on first read."""
+
+    __slots__ = ("_continue", "_request")
+
+    def __init__(self, request: BaseRequest, expect_continue: bool) -> None:
+        self._request = request
+        self._continue = expect_continue
+
+    async def read(self) -> bytes:
+        if self._continue:
+            self._continue = False
+            await self._request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        return await self._request.content.readany()
+
+
+class Handler:
+    """Request entry point; holds the current Runtime, swapped on reload."""
+
+    __slots__ = ("runtime", "scheme")
+
+    def __init__(self, runtime: Runtime, scheme: str = "http") -> None:
+        self.runtime = runtime
+        self.scheme = scheme
+
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        rt = self.runtime  # one snapshot: this request finishes on this config
+        srv = rt.config.server
+        rid_header = srv.request_id_header
+        raw = request.raw_headers
+        rid = request.headers.get(rid_header) or f"{getrandbits(128):032x}"
+        # Only add up the header bytes when aiohttp's per-line limit does not already
+        # rule out exceeding the total (the common case: a handful of headers).
+        if len(raw) * srv.max_header_field > srv.max_header_size and (
+            sum(len(k) + len(v) + 4 for k, v in raw) > srv.max_header_size
+        ):
+            log.info("431: request headers over %d bytes (id=%s)", srv.max_header_size, rid)
+            return _plain(
+                Reply.error(
+                    431, "request_header_fields_too_large", "request headers too large", rid
+                ),
+                rid_header,
+                rid,
+            )
+        target = request.raw_path
+        if target[0] != "/":
+            target = _origin_form(target)
+        path, _, query = target.partition("?")
+        headers: CIMultiDict[str] = CIMultiDict(request.headers)
+        # Not request.host: without a Host header aiohttp would resolve our own FQDN.
+        host = headers.get("Host", "")
+        # Drop the port: "[v6]:port" keeps its brackets, "name:port" loses ":port".
+        host = (host[: host.find("]") + 1] if host[:1] == "[" else host.partition(":")[0]).lower()
+        method = request.method
+        route = rt.table.match(host, path, method, headers)
+        if route is None:
+            return _plain(Reply.error(404, "no_route", "no route matches", rid), rid_header, rid)
+        upgrade = "Upgrade" in headers and "upgrade" in headers.get("Connection", "").lower()
+        body = None
+        if request.body_exists:
+            expect = headers.get("Expect", "").lower() == "100-continue"
+            body = ClientBody(request, expect and request.version >= (1, 1))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        ex = Exchange(
+            method=method,
+            path=path,
+            query=query,
+            headers=headers,
+            host=host,
+            scheme=self.scheme,
+            client_ip=peer[0] if peer else "",
+            client_port=peer[1] if peer else 0,
+            request_id=rid,
+            route=route,
+            body=body,
+            content_length=request.content_length if body is not None else None,
+            upgrade=upgrade,
+        )
+        assert route.handler is not None
+        try:
+            reply: Reply = await route.handler(ex)
+        except GatewayError as exc:
+            log.warning(
+                "%d %s on route %s (id=%s): %s",
+                exc.status,
+                exc.code,
+                route.name,
+                rid,
+                exc.message,
+            )
+            reply = Reply.error(exc.status, exc.code, exc.message, rid)
+        reply.headers[rid_header] = rid
+        if reply.stream is None:
+            return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+        if reply.status == 101:
+            return await _splice(request, reply)
+        return await _send_stream(request, reply)
+
+    def __repr__(self) -> str:
+        return f"<Handler {self.runtime!r}>"
+
+
+def _plain(reply: Reply, rid_header: str, rid: str) -> web.Response:
+    reply.headers[rid_header] = rid
+    return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+
+
+def _origin_form(target: str) -> str:
+    """absolute-form (RFC 9112 3.2.2) -> origin-form: keep path and query only."""
+    scheme_end = target.find("://")
+    if scheme_end < 0:
+        return "/" + target if target != "*" else "*"
+    slash = target.find("/", scheme_end + 3)
+    return target[slash:] if slash >= 0 else "/"
+
+
+async def _send_stream(request: BaseRequest, reply: Reply) -> web.StreamResponse:
+    up = cast("UpstreamResponse", reply.stream)
+    status = reply.status
+    if request.method == "HEAD" or status in (204, 304) or status < 200:
+        up.release()
+        resp = web.StreamResponse(status=status, reason=up.reason, headers=reply.headers)
+        if up.content_length is not None and request.method == "HEAD":
+            resp.headers["Content-Length"] = str(up.content_length)
+        return resp
+    try:
+        if up.content_length is not None and up.content_length <= SMALL_BODY_BYTES:
+            body = await up.read_all()
+            up.release()
+            if request.keep_alive and request.version == (1, 1):
+                return RawResponse(status, up.reason, reply.headers, body)
+            return web.Response(status=status, reason=up.reason, headers=reply.headers, body=body)
+        resp = web.StreamResponse(status=status, reason=up.reason, headers=reply.headers)
+        if up.content_length is not None:
+            resp.content_length = up.content_length
+        elif request.version >= (1, 1):
+            resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        while chunk := await up.read():
+            await resp.write(chunk)
+        up.release()
+        return resp
+    except GatewayError as exc:
+        # Headers are already out: the only honest signal left is a cut connection.
+        log.warning("upstream failed mid-response (%s): %s", exc.code, exc.message)
+        up.abort()
+        request.protocol.force_close()
+        return web.StreamResponse(status=exc.status) if request.writer.output_size == 0 else resp
+    except BaseException:
+        up.abort()
+        raise
+
+
+_STATUS_LINES = {
+    int(st): f"HTTP/1.1 {int(st)} {st.phrase}\r\n".encode("latin-1") for st in HTTPStatus
+}
+
+
+class _DateCache:
+    """The IMF-fixdate Date header value, formatted once per second."""
+
+    second = 0
+    value = ""
+
+    @classmethod
+    def get(cls) -> str:
+        now = int(time.time())
+        if now != cls.second:
+            cls.second = now
+            cls.value = formatdate(now, usegmt=True)
+        return cls.value
+
+
+class RawResponse(web.StreamResponse):
+    """A complete keep-alive HTTP/1.1 response, serialized here in one buffer.
+
+    The hot path for small proxied bodies: aiohttp's Response builds and validates
+    its headers again, formats its own Date and Server, and writes head and body
+    separately; here the upstream's headers (already stripped of hop-by-hop ones)
+    are joined once and written with the body in a single transport.write. Header
+    values came from llhttp or from the gateway, so they hold no CR/LF.
+    """
+
+    __slots__ = ("_raw",)
+
+    def __init__(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+        super().__init__(status=status, reason=reason)
+        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+        head = [f"{k}: {v}\r\n" for k, v in headers.items()]
+        if "Date" not in headers:
+            head.append(f"Date: {_DateCache.get()}\r\n")
+        head.append(f"Content-Length: {len(body)}\r\n\r\n")
+        self._raw = line + "".join(head).encode("latin-1") + body
+
+    async def prepare(self, request: BaseRequest) -> None:
+        if self._raw and request.transport is not None:
+            request.transport.write(self._raw)
+        self._raw = b""
+        self._keep_alive = True
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+class _RawClientReader:
+    """Receives the client's bytes after an accepted Upgrade (set_parser target)."""
+
+    def __init__(self, transport: asyncio.Transport | None) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+        self.transport = transport
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.queue.put_nowait(data)
+        if self.transport is not None and self.queue.qsize() > 64:
+            self.transport.pause_reading()
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.queue.put_nowait(b"")
+
+    async def read(self) -> bytes:
+        data = await self.queue.get()
+        if self.transport is not None and self.queue.qsize() <= 16:
+            self.transport.resume_reading()
+        return data
+
+
+async def _splice(request: BaseRequest, reply: Reply) -> web.StreamResponse:
+    """WebSocket (any Upgrade) passthrough: relay raw bytes both ways until one ends."""
+    up = cast("UpstreamResponse", reply.stream)
+    resp = web.StreamResponse(status=101, reason=up.reason, headers=reply.headers)
+    await resp.prepare(request)
+    reader = _RawClientReader(request.transport)
+    request.protocol.set_parser(reader)  # type: ignore[arg-type]
+
+    async def client_to_upstream() -> None:
+        while data := await reader.read():
+            up.write(data)
+            await up.drain()
+
+    async def upstream_to_client() -> None:
+        while data := await up.read():
+            await resp.write(data)
+
+    tasks = [
+        asyncio.ensure_future(client_to_upstream()),
+        asyncio.ensure_future(upstream_to_client()),
+    ]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        up.abort()
+        request.protocol.force_close()
+    return resp

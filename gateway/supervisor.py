@@ -1,0 +1,197 @@
+"""Process model: one process, or a supervisor with N workers.
+
+`--workers 1` (the default) runs everything in one process: proxy listeners, admin
+listener, optional demo upstreams. With N > 1 the supervisor runs the admin listener
+and the demo upstreams and starts N worker processes (spawned, not forked, so no
+event-loop state is shared); each binds the proxy ports itself with SO_REUSEPORT,
+so the kernel spreads connections across them, and each watches the config file.
+The supervisor forwards SIGHUP (reload) and SIGTERM (drain, stop) to every worker,
+restarts a worker that dies unexpectedly, and reports ready when all have said so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from multiprocessing.synchronize import Event as MpEvent
+from pathlib import Path
+from typing import Any
+
+from gateway.admin.app import make_admin_app, start_admin
+from gateway.config.load import config_hash, load_config
+from gateway.config.model import Config
+from gateway.worker import Worker
+
+log = logging.getLogger("gateway.supervisor")
+
+
+def event_loop_runner() -> asyncio.Runner:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency
+        return asyncio.Runner()
+    return asyncio.Runner(loop_factory=uvloop.new_event_loop)
+
+
+async def run_single(path: Path, config: Config, demo: bool) -> None:
+    from gateway.demo import start_demo_upstreams
+
+    demos = await start_demo_upstreams(config) if demo else []
+    worker = Worker(path)
+    worker.install_signals()
+    await worker.start()
+
+    def status() -> dict[str, Any]:
+        return {
+            "ready": worker.ready,
+            "workers": 1,
+            "config_hash": worker.runtime.config_hash,
+            "reloads": {"ok": worker.reloads.ok, "failed": worker.reloads.failed},
+            "last_reload_errors": worker.reloads.last_errors,
+        }
+
+    admin = None
+    if config.admin.enabled:
+        admin = await start_admin(make_admin_app(status), config.admin.host, config.admin.port)
+    try:
+        await worker.serve_until_stopped()
+    finally:
+        if admin is not None:
+            await admin.cleanup()
+        for runner in demos:
+            await runner.cleanup()
+
+
+def worker_main(path: str, worker_id: int, ready: MpEvent, log_level: str) -> None:
+    from gateway.cli import setup_logging
+
+    setup_logging(log_level)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+
+    async def main() -> None:
+        worker = Worker(path, worker_id=worker_id)
+        worker.on_ready = ready.set
+        worker.install_signals()
+        await worker.start()
+        await worker.serve_until_stopped()
+
+    with event_loop_runner() as runner:
+        runner.run(main())
+
+
+class Supervisor:
+    def __init__(self, path: Path, config: Config, workers: int, log_level: str) -> None:
+        self.path = path
+        self.config = config
+        self.n = workers
+        self.log_level = log_level
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: list[Any] = [None] * workers
+        self.ready: list[MpEvent] = [self.ctx.Event() for _ in range(workers)]
+        self.stopping = False
+        self.config_hash = config_hash(path)
+
+    def spawn(self, i: int) -> None:
+        self.ready[i].clear()
+        p = self.ctx.Process(
+            target=worker_main,
+            args=(str(self.path), i, self.ready[i], self.log_level),
+            name=f"gateway-worker-{i}",
+        )
+        p.start()
+        self.procs[i] = p
+        log.info("worker %d started (pid %d)", i, p.pid)
+
+    def status(self) -> dict[str, Any]:
+        alive = [p is not None and p.is_alive() for p in self.procs]
+        ready = [a and e.is_set() for a, e in zip(alive, self.ready, strict=True)]
+        return {
+            "ready": all(ready) and not self.stopping,
+            "workers": self.n,
+            "workers_ready": sum(ready),
+            "config_hash": self.config_hash,
+        }
+
+    def signal_all(self, sig: int) -> None:
+        for p in self.procs:
+            if p is not None and p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, sig)
+
+    def on_hup(self) -> None:
+        with contextlib.suppress(OSError):
+            self.config_hash = config_hash(self.path)
+        self.signal_all(signal.SIGHUP)
+
+    async def run(self, demo: bool) -> None:
+        from gateway.demo import start_demo_upstreams
+
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, self.on_hup)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        demos = await start_demo_upstreams(self.config) if demo else []
+        for i in range(self.n):
+            self.spawn(i)
+        admin = None
+        if self.config.admin.enabled:
+            app = make_admin_app(self.status)
+            admin = await start_admin(app, self.config.admin.host, self.config.admin.port)
+        restarts: list[float] = []
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.5)
+                for i, p in enumerate(self.procs):
+                    if not stop.is_set() and p is not None and not p.is_alive():
+                        log.error("worker %d exited with %s; restarting", i, p.exitcode)
+                        restarts = [t for t in restarts if time.monotonic() - t < 10] + [
+                            time.monotonic()
+                        ]
+                        if len(restarts) > 5 * self.n:
+                            log.critical("workers keep dying; giving up")
+                            stop.set()
+                            break
+                        self.spawn(i)
+        finally:
+            self.stopping = True
+            self.signal_all(signal.SIGTERM)
+            deadline = time.monotonic() + self.config.server.shutdown_timeout + 5
+            for p in self.procs:
+                if p is None:
+                    continue
+                while p.is_alive() and time.monotonic() < deadline:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)  # a child process: nothing to await on
+                if p.is_alive():
+                    log.error("worker pid %d did not stop in time; killing", p.pid)
+                    p.kill()
+                p.join(1)
+            if admin is not None:
+                await admin.cleanup()
+            for runner in demos:
+                await runner.cleanup()
+
+
+def run(path: str | Path, *, workers: int | None, demo: bool, log_level: str) -> int:
+    from gateway.errors import ConfigErrors
+
+    path = Path(path)
+    try:
+        config = load_config(path)
+    except ConfigErrors as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    n = workers if workers is not None else config.workers
+    with event_loop_runner() as runner:
+        if n <= 1:
+            runner.run(run_single(path, config, demo))
+        else:
+            runner.run(Supervisor(path, config, n, log_level).run(demo))
+    return 0

@@ -1,0 +1,199 @@
+"""One serving process: listeners, the current Runtime, reload and graceful stop.
+
+Reload (SIGHUP, or the config file changing on disk) validates the whole file,
+builds a complete new Runtime reusing unchanged pools, then swaps one reference in
+the Handler. Requests already running hold the old Route objects and finish on the
+old config; pools the new config dropped are closed (idle connections at once, busy
+ones as their requests finish). An invalid file changes nothing: every error is
+logged with its path and counted. Listener addresses and server limits are bound at
+start; a reload that changes them is applied to everything else and logs that a
+restart is needed for those.
+
+Stop (SIGTERM/SIGINT): stop accepting, let in-flight requests finish for up to
+`server.shutdown_timeout`, close idle keep-alive connections, close pools, return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.config.load import config_hash, load_config
+from gateway.config.model import Config
+from gateway.errors import ConfigErrors
+from gateway.runtime import Runtime
+from gateway.server import GatewayServer, Handler
+
+log = logging.getLogger("gateway.worker")
+
+
+def listen_socket(host: str, port: int, *, reuse_port: bool = True) -> socket.socket:
+    """A listening TCP socket; SO_REUSEPORT lets every worker bind the same port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+class ReloadStats:
+    __slots__ = ("failed", "last_errors", "ok")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.failed = 0
+        self.last_errors: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<ReloadStats ok={self.ok} failed={self.failed}>"
+
+
+class Worker:
+    def __init__(self, config_path: str | Path, *, worker_id: int = 0) -> None:
+        self.path = Path(config_path)
+        self.worker_id = worker_id
+        self.handler: Handler | None = None
+        self.reloads = ReloadStats()
+        self.ready = False
+        self.bound: list[tuple[str, int]] = []
+        self._servers: list[asyncio.Server] = []
+        self._http: GatewayServer | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stat: tuple[int, int] | None = None
+        self.on_ready: Callable[[], None] | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.handler is not None
+        return self.handler.runtime
+
+    @property
+    def config(self) -> Config:
+        return self.runtime.config
+
+    async def start(self) -> None:
+        """Load the config (ConfigErrors propagate: nothing to serve) and listen."""
+        config = load_config(self.path)
+        self._stat = self._file_stat()
+        runtime = Runtime.build(config, config_hash(self.path))
+        self.handler = Handler(runtime)
+        srv = config.server
+        self._http = GatewayServer(
+            self.handler.handle,
+            header_timeout_s=srv.header_timeout,
+            max_request_line=srv.max_request_line,
+            max_header_field=srv.max_header_field,
+            max_headers=srv.max_headers,
+            keepalive_timeout_s=srv.keepalive_timeout,
+        )
+        loop = asyncio.get_running_loop()
+        for lst in config.listeners:
+            sock = listen_socket(lst.host, lst.port)
+            server = await loop.create_server(self._http, sock=sock, backlog=1024)
+            self._servers.append(server)
+            self.bound.append(sock.getsockname()[:2])
+        if srv.watch_config:
+            self._tasks.append(asyncio.create_task(self._watch(srv.watch_interval)))
+        self.ready = True
+        log.info(
+            "worker %d serving %s with config %s",
+            self.worker_id,
+            ", ".join(f"{h}:{p}" for h, p in self.bound),
+            runtime.config_hash[:12],
+        )
+        if self.on_ready is not None:
+            self.on_ready()
+
+    def install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGTERM, self._stop.set)
+        loop.add_signal_handler(signal.SIGINT, self._stop.set)
+
+    async def reload(self) -> bool:
+        """Swap in the config file's current content; keep serving the old on error."""
+        assert self.handler is not None
+        self._stat = self._file_stat()
+        try:
+            config = load_config(self.path)
+            digest = config_hash(self.path)
+            new = Runtime.build(config, digest, previous=self.handler.runtime)
+        except ConfigErrors as exc:
+            self.reloads.failed += 1
+            self.reloads.last_errors = [str(e) for e in exc.errors]
+            log.error("reload rejected, keeping the running config: %s", exc)
+            return False
+        except Exception as exc:  # a config that validates but cannot be built
+            self.reloads.failed += 1
+            self.reloads.last_errors = [repr(exc)]
+            log.exception("reload failed while building, keeping the running config")
+            return False
+        old = self.handler.runtime
+        self.handler.runtime = new  # the swap: one reference
+        self.reloads.ok += 1
+        self.reloads.last_errors = []
+        if [(lst.host, lst.port) for lst in config.listeners] != [
+            (lst.host, lst.port) for lst in old.config.listeners
+        ] or config.server != old.config.server:
+            log.warning("listeners or server limits changed: they apply after a restart")
+        for pool in old.retired_pools(new):
+            self._tasks.append(asyncio.create_task(pool.close()))
+        log.info("config reloaded: %s -> %s", old.config_hash[:12], digest[:12])
+        return True
+
+    def _file_stat(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size
+
+    async def _watch(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            stat = self._file_stat()
+            if stat is None or stat == self._stat:
+                continue
+            with contextlib.suppress(OSError):
+                if config_hash(self.path) == self.runtime.config_hash:
+                    self._stat = stat
+                    continue
+            await self.reload()
+
+    async def serve_until_stopped(self) -> None:
+        await self._stop.wait()
+        await self.stop()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def stop(self) -> None:
+        self.ready = False
+        timeout = self.config.server.shutdown_timeout if self.handler else 0.0
+        for server in self._servers:
+            server.close()  # stop accepting; open connections stay
+        if self._http is not None:
+            log.info("worker %d draining for up to %.1fs", self.worker_id, timeout)
+            await self._http.shutdown(timeout)
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.handler is not None:
+            await self.handler.runtime.close()
+        log.info("worker %d stopped", self.worker_id)
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id} ready={self.ready} bound={self.bound} {self.reloads!r}>"
