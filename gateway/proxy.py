@@ -140,15 +140,14 @@ class Forwarder:
         if self.total_timeout_s > 0:
             deadline = asyncio.get_running_loop().time() + self.total_timeout_s
         retry_stale = self.retry_idempotent and ex.method in IDEMPOTENT
+        balancer = self.upstream.balancer
         tried: set[str] = set()
-        pools = self.upstream.pools
-        last: Exception | None = None
-        while len(tried) < len(pools):
+        last: UpstreamConnectError | None = None
+        for _ in self.upstream.pools:
             try:
-                pool = self.upstream.balancer.pick(tried)
+                pool = balancer.pick(tried) if tried else balancer.pick()
             except NoUpstreamAvailable:
                 break
-            tried.add(pool.spec.key)
             try:
                 resp = await pool.request(
                     ex.method,
@@ -164,9 +163,10 @@ class Forwarder:
             except UpstreamConnectError as exc:
                 # Nothing was sent: safe to try the next endpoint whatever the method.
                 last = exc
-                ex.state.setdefault("upstream_errors", []).append(f"{pool.spec.key}: {exc}")
+                tried.add(pool.key)
+                ex.state.setdefault("upstream_errors", []).append(f"{pool.key}: {exc}")
                 continue
-            ex.state["endpoint"] = pool.spec.key
+            ex.state["endpoint"] = pool
             headers: CIMultiDict[str] = CIMultiDict(filter_headers(resp.headers))
             headers.add("Via", self.via)
             if ex.upgrade and resp.status == 101:

@@ -3,7 +3,8 @@
 aiohttp's ClientSession is 3x too slow for the proxy's hot path (DESIGN.md, "The hot
 path"), so the upstream client is our own, with httptools (llhttp) doing the parsing.
 
-    connection.py   UpstreamConnection: the Protocol, parser callbacks, flow control
+    connection.py   UpstreamConnection: the Protocol, flow control, waits, closing
+    parsing.py      its base class: httptools callbacks, framing rules (HEAD, 1xx, 101)
     client.py       one exchange: request framing, UpstreamResponse (body, upgrade)
     pool.py         EndpointSpec, ConnectionPool: keep-alive reuse, limits, stale retry
     balancer.py     RoundRobin over an upstream's pools

@@ -109,12 +109,13 @@ async def _send_stream(
         else:
             conn.writelines(parts)
     while chunk:
-        if conn.head_done or conn.closed:
-            return  # answered (or closed) early: stop sending, not reusable
         if conn.write_paused:
             await conn.drain(read_timeout_s, deadline)
-            continue
+        if conn.head_done or conn.closed:
+            return  # answered (or closed) early: stop sending, not reusable
         chunk = await _pull(source, deadline)
+        if conn.head_done or conn.closed:
+            return
         if not chunk:
             break
         sent += len(chunk)

@@ -2,12 +2,15 @@
 
 How it works
 ------------
-`UpstreamConnection` is the transport's protocol and, at the same time, the callback
-object of an `httptools.HttpResponseParser` made fresh for every exchange (`begin()`):
-bytes go from `data_received` straight into llhttp, whose callbacks fill in the head
-(status, reason, headers) and queue body chunks. Coroutines never touch the socket;
-they wait on one future (`_waiter`) that every event (bytes, EOF, drain, close) sets,
-then re-check the state, so there is a single wake-up path and no lost wake-ups.
+`UpstreamConnection` is the transport's protocol and, at the same time (through its
+base class, parsing.py's `ResponseParsing`), the callback object of an
+`httptools.HttpResponseParser` made fresh for every exchange (`begin()`): bytes go
+from `data_received` straight into llhttp, whose callbacks fill in the head (status,
+reason, headers) and queue body chunks. Coroutines never touch the socket;
+they wait on a future that every event (bytes, EOF, drain, close) sets, then re-check
+the state, so there is a single wake-up path and no lost wake-ups. There are two such
+futures, one for the reader and one for `drain()`, because an upgraded connection is
+pumped both ways at once (a task reading, another writing).
 
 Invariants
 ----------
@@ -15,16 +18,11 @@ Invariants
   queued, reading from the socket pauses; it resumes when the consumer brings the queue
   to `LOW_WATER`. Since one `data_received` delivers at most one socket read (256 KiB on
   asyncio and uvloop), the queue never holds more than HIGH_WATER + one read.
-- Framing follows llhttp, with three things it cannot know by itself: a response to
-  HEAD has no body (RFC 9110 §9.3.2), so the message completes at its head; a body
-  delimited by EOF (no Content-Length, not chunked, RFC 9112 §6.3 rule 8) completes on
-  a clean EOF; 1xx interim responses other than 101 are dropped, and the final response
-  follows on the same parser (RFC 9110 §15.2).
+- Framing rules (HEAD, 1xx, EOF-delimited bodies, 101) live in parsing.py.
 - A connection is reusable only if the response completed, both sides kept keep-alive,
   the whole request was sent, and not one stray byte followed the response.
 - 101 Switching Protocols takes the connection out of HTTP: the parser is dropped and
   every later byte (including those behind the head in the same read) is queued raw.
-  A 101 without `Connection: upgrade` is refused as a protocol error (RFC 9110 §7.8).
 - Every fault is stored as a `gateway.errors` exception in `_exc` the moment it is
   seen (parser errors, resets, truncation) and raised by whoever waits next.
 """
@@ -36,22 +34,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import cast
 
-import httptools
-
 from gateway.errors import (
     GatewayError,
     UpstreamClosed,
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from gateway.upstream.parsing import ResponseParsing
 
 HIGH_WATER = 256 * 1024
 """Queued response bytes above which reading from the socket pauses."""
 LOW_WATER = 64 * 1024
 """Queued response bytes at or below which reading resumes."""
-
-_CONTENT_LENGTH = b"content-length"
-_TRANSFER_ENCODING = b"transfer-encoding"
 
 
 def _expire(fut: asyncio.Future[bool]) -> None:
@@ -59,40 +53,28 @@ def _expire(fut: asyncio.Future[bool]) -> None:
         fut.set_result(False)
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(ResponseParsing):
     __slots__ = (
         "_buffered",
         "_chunks",
         "_closed",
-        "_complete",
+        "_drain_waiter",
         "_exc",
-        "_got_bytes",
-        "_informational",
-        "_is_head",
         "_loop",
         "_on_close",
-        "_parser",
+        "_read_waiter",
         "_reading_paused",
         "_request_done",
-        "_stray",
         "_transport",
-        "_waiter",
         "_write_paused",
-        "chunked",
-        "content_length",
         "exchanges",
-        "head_done",
-        "headers",
         "idle_since",
-        "keep_alive",
         "peak_buffered",
         "pooled",
-        "reason",
-        "status",
-        "upgraded",
     )
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
         self._loop = loop
         self._transport: asyncio.Transport | None = None
         # Called once when the connection is closed or lost; set by the pool once the
@@ -100,26 +82,13 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_close: Callable[[UpstreamConnection], None] | None = None
         self._closed = False
         self._exc: GatewayError | None = None
-        self._waiter: asyncio.Future[bool] | None = None
+        self._read_waiter: asyncio.Future[bool] | None = None
+        self._drain_waiter: asyncio.Future[bool] | None = None
         self._write_paused = False
         self._reading_paused = False
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
-        self._parser: httptools.HttpResponseParser | None = None
-        self._is_head = False
-        self._got_bytes = False
-        self._informational = False
-        self._complete = False
         self._request_done = True
-        self._stray = False
-        self.status = 0
-        self.reason = b""
-        self.headers: list[tuple[str, str]] = []
-        self.content_length: int | None = None
-        self.chunked = False
-        self.keep_alive = False
-        self.head_done = False
-        self.upgraded = False
         self.exchanges = 0
         self.idle_since = 0.0
         self.pooled = False  # sitting in the pool's idle deque
@@ -164,16 +133,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._on_close = on_close
 
     def begin(self, is_head: bool) -> None:
-        """Start an exchange: a fresh parser (cheap, and it lets HEAD work)."""
-        self._parser = httptools.HttpResponseParser(self)
-        self._is_head = is_head
-        self._got_bytes = self._informational = self._complete = False
+        """Start an exchange on this connection."""
+        self._start(is_head)
         self._request_done = False
-        self.status = 0
-        self.reason = b""
-        self.headers = []
-        self.content_length = None
-        self.chunked = self.keep_alive = self.head_done = False
         self.exchanges += 1
 
     def request_sent(self) -> None:
@@ -211,11 +173,11 @@ class UpstreamConnection(asyncio.Protocol):
         head arrives while the request is still being sent (the upstream answered
         early, e.g. 413), so the caller can stop sending."""
         while self._write_paused:
-            if self._closed:
-                raise self._closed_error()
             if self.head_done and not self.upgraded:
                 return
-            await self._wait(timeout_s, deadline)
+            if self._closed:
+                raise self._closed_error()
+            await self._wait(timeout_s, deadline, drain=True)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -287,11 +249,16 @@ class UpstreamConnection(asyncio.Protocol):
     # -- waiting ---------------------------------------------------------------------
 
     def _wake(self) -> None:
-        waiter = self._waiter
+        waiter = self._read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(True)
+        waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    async def _wait(self, timeout_s: float | None, deadline: float | None) -> None:
+    async def _wait(
+        self, timeout_s: float | None, deadline: float | None, *, drain: bool = False
+    ) -> None:
         """Wait for the next event; UpstreamTimeout after `timeout_s` of silence or at
         `deadline` (loop time), whichever comes first. None: no limit."""
         loop = self._loop
@@ -300,12 +267,18 @@ class UpstreamConnection(asyncio.Protocol):
         if by_deadline:
             at = deadline
         fut: asyncio.Future[bool] = loop.create_future()
-        self._waiter = fut
+        if drain:
+            self._drain_waiter = fut
+        else:
+            self._read_waiter = fut
         timer = None if at is None else loop.call_at(at, _expire, fut)
         try:
             woken = await fut
         finally:
-            self._waiter = None
+            if drain:
+                self._drain_waiter = None
+            else:
+                self._read_waiter = None
             if timer is not None:
                 timer.cancel()
         if not woken:
@@ -329,27 +302,18 @@ class UpstreamConnection(asyncio.Protocol):
                 # Bytes on an idle connection: the upstream is out of step with us.
                 self._fail(UpstreamProtocolError("unsolicited data from upstream"))
             return
-        self._got_bytes = True
-        try:
-            parser.feed_data(data)
-        except httptools.HttpParserUpgrade as e:
-            self._parser = None
-            self.upgraded = True
-            offset = int(e.args[0])
-            if offset < len(data):
-                self._queue(data[offset:])
-        except httptools.HttpParserError as e:
-            if self._complete:
-                self._stray = True  # garbage after a complete response: never reuse
-            elif self.status == 101:
-                self._fail(UpstreamProtocolError("101 response without Connection: upgrade"))
-            else:
-                self._fail(UpstreamProtocolError(f"invalid response from upstream: {e}"))
+        error = self._feed(parser, data)
+        if error is not None:
+            self._fail(error)
         self._wake()
 
     def eof_received(self) -> bool | None:
         self._end_of_stream(clean=True)
-        return None  # let the transport close itself
+        # The transport closes itself (we return None); until connection_lost arrives
+        # the connection must already count as closed, for writes and for the pool.
+        self._closed = True
+        self._closed_now()
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_of_stream(clean=exc is None)
@@ -366,20 +330,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _end_of_stream(self, *, clean: bool) -> None:
         if self._parser is None or self._complete or self._exc is not None:
             return
-        if (
-            clean
-            and self.head_done
-            and self.content_length is None
-            and not self.chunked
-            and not self.upgraded
-        ):
-            # A body delimited by the end of the connection (RFC 9112 §6.3, rule 8).
-            self._complete = True
-            self.keep_alive = False
-        elif self.head_done:
-            self._exc = UpstreamClosed("upstream closed the connection mid-body")
-        else:
-            self._exc = self._closed_error()
+        self._exc = self._at_eof(clean)
         self._wake()
 
     def _queue(self, data: bytes) -> None:
@@ -397,62 +348,6 @@ class UpstreamConnection(asyncio.Protocol):
         ):
             self._reading_paused = True
             self._transport.pause_reading()
-
-    # -- httptools callbacks ---------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if self._complete:
-            self._stray = True  # a second message behind the response
-
-    def on_status(self, status: bytes) -> None:
-        if not self._complete:
-            self.reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._complete:
-            return
-        lname = name.lower()
-        if lname == _CONTENT_LENGTH:
-            self.content_length = int(value)
-        elif lname == _TRANSFER_ENCODING and b"chunked" in value.lower():
-            self.chunked = True
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
-
-    def on_headers_complete(self) -> None:
-        if self._complete:
-            return
-        assert self._parser is not None
-        status = self._parser.get_status_code()
-        self.status = status
-        if 100 <= status < 200 and status != 101:
-            self._informational = True  # dropped at its message end
-            return
-        self.head_done = True
-        self.keep_alive = self._parser.should_keep_alive()
-        if self._is_head:
-            self._complete = True  # RFC 9110 §9.3.2: no content, whatever the head says
-
-    def on_body(self, body: bytes) -> None:
-        if self._complete:
-            if body:
-                self._stray = True  # e.g. a body after a HEAD response
-            return
-        self._queue(body)
-
-    def on_message_complete(self) -> None:
-        if self._complete or self.status == 101:
-            return
-        if self._informational:
-            self._informational = False
-            self.status = 0
-            self.reason = b""
-            self.headers = []
-            self.content_length = None
-            self.chunked = False
-            return
-        self._complete = True
-        assert self._parser is not None
-        self.keep_alive = self._parser.should_keep_alive()
 
     def __repr__(self) -> str:
         if self._closed:

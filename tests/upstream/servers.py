@@ -13,7 +13,7 @@ import contextlib
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -100,6 +100,8 @@ class RawServer:
             await self.handler(index, reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            pass  # stopped by __aexit__; ending normally keeps asyncio's callback quiet
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -142,8 +144,8 @@ class AppServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
-        assert isinstance(site._server, asyncio.Server)
-        self.port = site._server.sockets[0].getsockname()[1]
+        server = cast(asyncio.Server, site._server)  # a uvloop Server is not a subclass
+        self.port = server.sockets[0].getsockname()[1]
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -310,3 +310,29 @@ async def test_upgrade_read_returns_empty_at_upstream_eof(make_pool: PoolFactory
         resp = await fetch(pool, headers=[("Connection", "upgrade"), ("Upgrade", "x")])
         assert await resp.read_all() == b"bye"
         assert pool.open == 0 and pool.in_flight == 0
+
+
+async def test_upgrade_pumps_both_ways_at_once(make_pool: PoolFactory) -> None:
+    """A reader task waits in read() while the writer is held in drain() (the
+    WebSocket passthrough shape): neither may steal the other's wake-up."""
+    async with RawServer(upgrade_echo) as server:
+        pool = make_pool(server.port)
+        resp = await fetch(pool, headers=[("Connection", "Upgrade"), ("Upgrade", "echo")])
+        assert await resp.read() == b"hello"
+        payload = b"abcdefgh" * 500_000  # 4 MB: the transport pauses writing
+        received = bytearray()
+
+        async def reader() -> None:
+            while len(received) < len(payload):
+                chunk = await resp.read()
+                assert chunk
+                received.extend(chunk)
+
+        task = asyncio.create_task(reader())
+        for i in range(0, len(payload), 65536):
+            resp.write(payload[i : i + 65536])
+            await resp.drain()
+        await asyncio.wait_for(task, 10)
+        assert bytes(received) == payload.upper()
+        resp.abort()
+        assert pool.open == 0 and pool.in_flight == 0
