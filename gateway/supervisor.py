@@ -26,7 +26,7 @@ from typing import Any
 from gateway.admin.app import make_admin_app, start_admin
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
-from gateway.worker import Worker
+from gateway.worker import ListenError, Worker
 
 log = logging.getLogger("gateway.supervisor")
 
@@ -189,9 +189,13 @@ def run(path: str | Path, *, workers: int | None, demo: bool, log_level: str) ->
         print(exc, file=sys.stderr)
         return 2
     n = workers if workers is not None else config.workers
-    with event_loop_runner() as runner:
-        if n <= 1:
-            runner.run(run_single(path, config, demo))
-        else:
-            runner.run(Supervisor(path, config, n, log_level).run(demo))
+    try:
+        with event_loop_runner() as runner:
+            if n <= 1:
+                runner.run(run_single(path, config, demo))
+            else:
+                runner.run(Supervisor(path, config, n, log_level).run(demo))
+    except ListenError as exc:
+        log.critical("%s", exc)
+        return 1
     return 0

@@ -45,6 +45,10 @@ def listen_socket(host: str, port: int, *, reuse_port: bool = True) -> socket.so
     return sock
 
 
+class ListenError(Exception):
+    """A listener address could not be bound (in use, not permitted, not local)."""
+
+
 class ReloadStats:
     __slots__ = ("failed", "last_errors", "ok")
 
@@ -97,8 +101,11 @@ class Worker:
             keepalive_timeout_s=srv.keepalive_timeout,
         )
         loop = asyncio.get_running_loop()
-        for lst in config.listeners:
-            sock = listen_socket(lst.host, lst.port)
+        for i, lst in enumerate(config.listeners):
+            try:
+                sock = listen_socket(lst.host, lst.port)
+            except OSError as exc:
+                raise ListenError(f"listeners[{i}]: cannot listen on {lst.address}: {exc}") from exc
             server = await loop.create_server(self._http, sock=sock, backlog=1024)
             self._servers.append(server)
             self.bound.append(sock.getsockname()[:2])

@@ -1,9 +1,11 @@
 """Gateway configuration: typed, strict, every error reported at once with its path.
 
 units.py   Duration ('250ms', '5m' -> float seconds) and Size ('10KiB' -> int bytes)
+fields.py  field types and checks (names, addresses, hosts, CIDRs), the StrictModel base
 model.py   pydantic models (Config, Listener, Upstream, Route, ...); per-field rules
+tls_model.py  ListenerTLS, CertificatePair, UpstreamTLS (files named, never opened here)
 checks.py  cross-field rules on the raw data (route -> upstream, duplicate names,
-           clashing addresses, rewrite needs a prefix match)
+           clashing addresses, rewrite needs a prefix match, TLS field pairings)
 load.py    load_config / parse_config / validate_data, config_hash, check_command
 schema.py  JSON Schema from the model; `python -m gateway.config.schema` writes
            config/gateway.schema.json
@@ -12,10 +14,12 @@ schema.py  JSON Schema from the model; `python -m gateway.config.schema` writes
 from gateway.config.load import check_command, config_hash, load_config, parse_config, validate_data
 from gateway.config.model import (
     Admin,
+    CertificatePair,
     Config,
     Endpoint,
     HeaderMatch,
     Listener,
+    ListenerTLS,
     Match,
     PathMatch,
     PoolSettings,
@@ -30,11 +34,13 @@ from gateway.config.units import Duration, Size, parse_duration, parse_size
 
 __all__ = [
     "Admin",
+    "CertificatePair",
     "Config",
     "Duration",
     "Endpoint",
     "HeaderMatch",
     "Listener",
+    "ListenerTLS",
     "Match",
     "PathMatch",
     "PoolSettings",

@@ -9,6 +9,11 @@ reports it already.
 Address clashes: two sockets clash when their ports are equal (and not 0, the
 ephemeral port) and their hosts are equal or either is a wildcard (0.0.0.0, ::).
 Host names are compared as written; 'localhost' and '127.0.0.1' are not resolved.
+
+TLS pairings: client_auth other than 'off' needs client_ca_file and a CA file without
+client_auth is an error too (the operator believes clients are verified when they are
+not); redirect_to_https only on a plain listener; an explicit SNI server name in two
+certificate pairs of one listener is an error (which one would be served?).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ def cross_check(data: object) -> list[ConfigError]:
     """Every cross-field problem in `data`, the raw parsed config."""
     if not isinstance(data, dict):
         return []
-    return [*_check_routes(data), *_check_listeners(data)]
+    return [*_check_routes(data), *_check_listeners(data), *_check_listener_tls(data)]
 
 
 def _check_routes(data: dict[str, Any]) -> list[ConfigError]:
@@ -142,4 +147,61 @@ def _check_listeners(data: dict[str, Any]) -> list[ConfigError]:
                     )
                 )
                 break
+    return errors
+
+
+def _check_listener_tls(data: dict[str, Any]) -> list[ConfigError]:
+    listeners = data.get("listeners")
+    if not isinstance(listeners, list):
+        return []
+    errors: list[ConfigError] = []
+    for i, listener in enumerate(listeners):
+        if not isinstance(listener, dict):
+            continue
+        at = f"listeners[{i}]"
+        tls = listener.get("tls")
+        if listener.get("redirect_to_https") is not None and tls is not None:
+            errors.append(ConfigError(f"{at}.redirect_to_https", "only on a listener without tls"))
+        if not isinstance(tls, dict):
+            continue
+        auth = tls.get("client_auth", "off")
+        has_ca = tls.get("client_ca_file") is not None
+        if auth in ("optional", "required") and not has_ca:
+            errors.append(
+                ConfigError(f"{at}.tls.client_ca_file", f"required when client_auth is {auth!r}")
+            )
+        elif auth == "off" and has_ca:
+            errors.append(
+                ConfigError(
+                    f"{at}.tls.client_ca_file",
+                    "unused while client_auth is 'off' (set 'optional' or 'required')",
+                )
+            )
+        errors.extend(_check_server_names(f"{at}.tls", tls))
+    return errors
+
+
+def _check_server_names(at: str, tls: dict[str, Any]) -> list[ConfigError]:
+    pairs = tls.get("certificates")
+    if not isinstance(pairs, list):
+        return []
+    errors: list[ConfigError] = []
+    first: dict[str, int] = {}
+    for i, pair in enumerate(pairs):
+        names = pair.get("server_names") if isinstance(pair, dict) else None
+        names = [names] if isinstance(names, str) else names
+        if not isinstance(names, list):
+            continue
+        for j, name in enumerate(names):
+            if not isinstance(name, str):
+                continue
+            key = name.lower()
+            if key in first and first[key] != i:
+                errors.append(
+                    ConfigError(
+                        f"{at}.certificates[{i}].server_names[{j}]",
+                        f"server name {name!r} is already served by certificates[{first[key]}]",
+                    )
+                )
+            first.setdefault(key, i)
     return errors

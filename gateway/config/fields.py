@@ -1,7 +1,11 @@
-"""Field types and checks shared by the config models: names, addresses, hosts, tokens.
+"""Field types, checks and the StrictModel base shared by the config models.
 
 Each check raises ValueError with a short message naming the bad value; the loader
 adds the path. `split_host_port` is also used by the cross-field checks (`checks.py`).
+
+`choice` fields (a fixed set of strings, like a TLS version) are checked before
+pydantic's Literal so the message can explain the two classic YAML slips: a bare `off`
+is read as false and a bare `1.2` as a float.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import ipaddress
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
@@ -20,6 +24,12 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HOST_LABEL = r"(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?)"
 _HOSTNAME = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _ADDRESS_HELP = "expected 'host:port', like '127.0.0.1:8080', '0.0.0.0:8080' or '[::1]:8080'"
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors; loaded configs are values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -96,6 +106,45 @@ def one_or_many(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
+def check_cidr(v: str) -> str:
+    """'10.0.0.0/8', '::1/128' or a bare address; normalised to 'network/prefix'."""
+    try:
+        return str(ipaddress.ip_network(v))
+    except ValueError:
+        pass
+    try:
+        net = ipaddress.ip_network(v, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"invalid CIDR {v!r}: expected an address or a network like '10.0.0.0/8' or 'fd00::/8'"
+        ) from None
+    raise ValueError(f"invalid CIDR {v!r}: host bits are set (did you mean '{net}'?)")
+
+
+def _check_file(v: str) -> str:
+    if not v.strip():
+        raise ValueError("must not be empty")
+    return v
+
+
+def choice(what: str, options: tuple[str, ...]) -> Any:
+    """A before-validator: `v` must be one of the strings in `options`."""
+    listed = ", ".join(repr(o) for o in options[:-1]) + f" or {options[-1]!r}"
+
+    def check(v: Any) -> Any:
+        if isinstance(v, str) and v in options:
+            return v
+        if isinstance(v, bool):
+            hint = f" (quote it: YAML reads a bare {'on' if v else 'off'} as {str(v).lower()})"
+        elif isinstance(v, int | float) and str(v) in options:
+            hint = f" (quote it: write '{v}')"
+        else:
+            hint = ""
+        raise ValueError(f"invalid {what} {v!r}: expected {listed}{hint}")
+
+    return check
+
+
 Address = Annotated[
     str, AfterValidator(_check_address), Field(examples=["127.0.0.1:8080", "[::1]:8080"])
 ]
@@ -103,3 +152,8 @@ Host = Annotated[str, AfterValidator(_check_host)]
 Method = Annotated[str, AfterValidator(_check_method)]
 Token = Annotated[str, AfterValidator(_check_token("header name"))]
 Pseudonym = Annotated[str, AfterValidator(_check_token("pseudonym"))]
+Cidr = Annotated[
+    str, AfterValidator(check_cidr), Field(examples=["10.0.0.0/8", "192.0.2.7", "::1/128"])
+]
+FilePath = Annotated[str, AfterValidator(_check_file)]
+"""A file path, not opened by the model (configs validate on any machine)."""

@@ -14,29 +14,28 @@ reported even when other parts of the file fail validation. Building a Config in
 
 Durations are float seconds and sizes int bytes (see `units.py`), whatever unit the
 file used.
+
+The TLS models (listener certificates, client certificates, upstream TLS) live in
+`tls_model.py`; this module re-exports them.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from gateway.config.fields import (
     NAME_PATTERN,
     Address,
+    Cidr,
     Host,
     Method,
     Name,
     Pseudonym,
+    StrictModel,
     Token,
     check_abs_path,
     check_regex,
@@ -44,15 +43,18 @@ from gateway.config.fields import (
     split_host_port,
     unit,
 )
+from gateway.config.tls_model import CertificatePair, ListenerTLS, UpstreamTLS
 from gateway.config.units import Duration, Size
 
 __all__ = [
     "NAME_PATTERN",
     "Admin",
+    "CertificatePair",
     "Config",
     "Endpoint",
     "HeaderMatch",
     "Listener",
+    "ListenerTLS",
     "Match",
     "PathMatch",
     "PoolSettings",
@@ -75,12 +77,6 @@ def _url_to_endpoint(v: Any) -> Any:
     return v
 
 
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors; loaded configs are values."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
-
-
 class Listener(StrictModel):
     """A socket the gateway accepts client connections on."""
 
@@ -88,6 +84,12 @@ class Listener(StrictModel):
         default=None, description="Name used in logs and metrics; defaults to 'listener-<index>'."
     )
     address: Address = Field(description="'host:port' to bind; IPv6 in brackets, '[::1]:8080'.")
+    tls: ListenerTLS | None = Field(default=None, description="Terminate TLS; none is plain HTTP.")
+    redirect_to_https: Annotated[int, Field(ge=1, le=65535)] | None = Field(
+        default=None,
+        description="Answer every request with a 308 redirect to https on this port "
+        "(a plain listener only).",
+    )
 
     @property
     def host(self) -> str:
@@ -204,20 +206,6 @@ class Endpoint(StrictModel):
         host = f"[{self.host}]" if ":" in self.host else self.host
         default = 443 if self.scheme == "https" else 80
         return host if self.port == default else f"{host}:{self.port}"
-
-
-class UpstreamTLS(StrictModel):
-    """TLS towards https endpoints."""
-
-    verify: bool = Field(
-        default=True, description="Verify the endpoint's certificate and hostname."
-    )
-    ca_file: str | None = Field(
-        default=None, description="PEM CA bundle; default the system store."
-    )
-    server_name: str | None = Field(
-        default=None, description="SNI and the hostname checked; default the endpoint host."
-    )
 
 
 class PoolSettings(StrictModel):
@@ -372,6 +360,16 @@ class Config(StrictModel):
     )
     upstreams: dict[Name, Upstream] = Field(description="Upstreams by name.")
     routes: list[Route] = Field(description="Routes; names are unique.")
+    trusted_proxies: list[Cidr] = Field(
+        default=[],
+        description="Proxies (CIDRs or addresses) whose X-Forwarded-*/Forwarded headers are "
+        "believed; from anyone else they are dropped and rebuilt.",
+    )
+
+    @property
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        """`trusted_proxies` as ipaddress networks."""
+        return [ipaddress.ip_network(cidr) for cidr in self.trusted_proxies]
 
     @model_validator(mode="before")
     @classmethod

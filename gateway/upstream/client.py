@@ -241,6 +241,11 @@ class UpstreamResponse:
         return chunk
 
     async def read_all(self) -> bytes:
+        conn = self._conn
+        if conn is not None and conn.complete:  # all of it arrived with the head
+            data = conn.take_all()
+            self._end(conn)
+            return data
         chunks = []
         while chunk := await self.read():
             chunks.append(chunk)

@@ -62,9 +62,12 @@ class UpstreamConnection(ResponseParsing):
         "_exc",
         "_loop",
         "_on_close",
+        "_read_at",
         "_read_waiter",
         "_reading_paused",
         "_request_done",
+        "_timer",
+        "_timer_at",
         "_transport",
         "_write_paused",
         "exchanges",
@@ -83,6 +86,11 @@ class UpstreamConnection(ResponseParsing):
         self._closed = False
         self._exc: GatewayError | None = None
         self._read_waiter: asyncio.Future[bool] | None = None
+        self._read_at: float | None = None  # when the current read wait expires
+        # One lazily re-armed timer per connection for read waits (as aiohttp's
+        # keep-alive timer): a wait that ends before it fires costs no timer at all.
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._drain_waiter: asyncio.Future[bool] | None = None
         self._write_paused = False
         self._reading_paused = False
@@ -137,6 +145,14 @@ class UpstreamConnection(ResponseParsing):
         self._start(is_head)
         self._request_done = False
         self.exchanges += 1
+
+    def take_all(self) -> bytes:
+        """Every queued body byte at once (for a complete response: the fast path)."""
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return data
 
     def request_sent(self) -> None:
         self._request_done = True
@@ -236,6 +252,9 @@ class UpstreamConnection(ResponseParsing):
         self.abort()
 
     def _closed_now(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._wake()
         on_close, self._on_close = self._on_close, None
         if on_close is not None:
@@ -267,11 +286,19 @@ class UpstreamConnection(ResponseParsing):
         if by_deadline:
             at = deadline
         fut: asyncio.Future[bool] = loop.create_future()
+        timer = None
         if drain:
             self._drain_waiter = fut
+            if at is not None:
+                timer = loop.call_at(at, _expire, fut)
         else:
             self._read_waiter = fut
-        timer = None if at is None else loop.call_at(at, _expire, fut)
+            self._read_at = at
+            if at is not None and (self._timer is None or self._timer_at > at):
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer = loop.call_at(at, self._on_timer)
+                self._timer_at = at
         try:
             woken = await fut
         finally:
@@ -279,12 +306,25 @@ class UpstreamConnection(ResponseParsing):
                 self._drain_waiter = None
             else:
                 self._read_waiter = None
+                self._read_at = None
             if timer is not None:
                 timer.cancel()
         if not woken:
             if by_deadline:
                 raise UpstreamTimeout("upstream deadline exceeded")
             raise UpstreamTimeout(f"upstream sent nothing for {timeout_s:g} s")
+
+    def _on_timer(self) -> None:
+        """Expire the current read wait if its time has come, else re-arm for it."""
+        self._timer = None
+        at, fut = self._read_at, self._read_waiter
+        if at is None or fut is None or fut.done():
+            return  # nobody waiting: the next wait arms a new timer
+        if self._loop.time() >= at - 0.001:  # uvloop's clock has 1 ms resolution
+            fut.set_result(False)
+        else:
+            self._timer = self._loop.call_at(at, self._on_timer)
+            self._timer_at = at
 
     # -- asyncio.Protocol --------------------------------------------------------------
 

@@ -181,7 +181,12 @@ class ConnectionPool:
         head = encode_head(method, target, headers, framing_for(content_length, source is not None))
         fresh = False
         while True:
-            conn, reused = await self._acquire(fresh, connect_timeout_s, deadline)
+            if not fresh and self._idle and self._loop is not None:
+                conn, reused = self._take_idle(self._loop), True  # no await: the hot path
+                if conn is None:
+                    conn, reused = await self._acquire(fresh, connect_timeout_s, deadline)
+            else:
+                conn, reused = await self._acquire(fresh, connect_timeout_s, deadline)
             try:
                 return await exchange(
                     conn,
@@ -225,14 +230,9 @@ class ConnectionPool:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         if not fresh:
-            limit = loop.time() - self.spec.idle_timeout_s
-            while self._idle:
-                conn = self._idle.pop()
-                conn.pooled = False
-                if not conn.closed and conn.idle_since > limit:
-                    self._in_flight += 1
-                    return conn, True
-                conn.close()
+            idle = self._take_idle(loop)
+            if idle is not None:
+                return idle, True
         if self._open < self.spec.max_connections:
             self._open += 1
         else:
@@ -247,6 +247,18 @@ class ConnectionPool:
             raise
         self._in_flight += 1
         return conn, False
+
+    def _take_idle(self, loop: asyncio.AbstractEventLoop) -> UpstreamConnection | None:
+        """The most recently used idle connection that is still good, or None."""
+        limit = loop.time() - self.spec.idle_timeout_s
+        while self._idle:
+            conn = self._idle.pop()
+            conn.pooled = False
+            if not conn.closed and conn.idle_since > limit:
+                self._in_flight += 1
+                return conn
+            conn.close()
+        return None
 
     async def _wait_for_slot(
         self, loop: asyncio.AbstractEventLoop, timeout_s: float
