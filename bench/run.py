@@ -299,7 +299,7 @@ def run_wrk(procs: Processes, name: str, url: str, connections: int, duration_s:
 
 def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[Result]:
     sc = SCENARIOS[args.scenario]
-    ports = {"upstream": free_port(), "nginx": free_port(), "gateway": free_port()}
+    ports = {name: free_port() for name in ("upstream", "nginx", "gateway", "bare")}
     admin_port = free_port()
     urls = {name: f"http://127.0.0.1:{port}{sc.path}" for name, port in ports.items()}
 
@@ -317,6 +317,11 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[Res
         proc = procs.start("gateway", argv, cwd=REPO)
         ready = [f"http://127.0.0.1:{admin_port}/readyz", urls["gateway"]]
         wait_ready(procs, "gateway", proc, ready, sc.body)
+
+    if "bare" in args.targets:
+        argv = [sys.executable, str(REPO / "bench" / "bare_proxy.py"), str(ports["bare"]), str(up)]
+        proc = procs.start("bare", argv, cwd=REPO)
+        wait_ready(procs, "bare", proc, [urls["bare"]], sc.body)
 
     results = []
     for target in args.targets:
@@ -374,14 +379,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--targets",
         type=lambda s: s.split(","),
-        default=["nginx", "gateway"],
-        help="comma-separated, from: upstream (direct), nginx, gateway",
+        default=["nginx", "gateway", "bare"],
+        help="comma-separated, from: upstream (direct), nginx, gateway, bare (bench/bare_proxy.py)",
     )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = parser.parse_args(argv)
-    if unknown := set(args.targets) - {"upstream", "nginx", "gateway"}:
+    if unknown := set(args.targets) - {"upstream", "nginx", "gateway", "bare"}:
         parser.error(f"unknown targets: {sorted(unknown)}")
     if not 1 <= args.duration <= 600:
         parser.error("--duration must be between 1 and 600 s")
