@@ -29,12 +29,12 @@ from random import getrandbits
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
+from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
 
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, ClientDisconnected, GatewayError
 from gateway.exchange import Exchange, Reply
 
 if TYPE_CHECKING:
@@ -174,10 +174,15 @@ class ClientBody:
         self._continue = expect_continue
 
     async def read(self) -> bytes:
-        if self._continue:
-            self._continue = False
-            await self._request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        return await self._request.content.readany()
+        try:
+            if self._continue:
+                self._continue = False
+                await self._request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            return await self._request.content.readany()
+        except ConnectionError as exc:
+            raise ClientDisconnected(f"client went away mid-body: {exc}") from None
+        except HttpProcessingError as exc:  # e.g. broken chunked framing from the client
+            raise BadRequest(f"malformed request body: {exc.message}") from None
 
 
 class Handler:
@@ -255,12 +260,16 @@ class Handler:
                 exc.message,
             )
             reply = Reply.error(exc.status, exc.code, exc.message, rid)
+        except ClientDisconnected as exc:
+            log.info("client %s gone on route %s (id=%s): %s", ex.client_ip, route.name, rid, exc)
+            request.protocol.force_close()
+            return web.Response(status=499)  # never sent: the connection is closed
         reply.headers[rid_header] = rid
         if reply.stream is None:
             return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
         if reply.status == 101:
             return await _splice(request, reply)
-        return await _send_stream(request, reply)
+        return await _send_stream(request, reply, rid_header, rid)
 
     def __repr__(self) -> str:
         return f"<Handler {self.runtime!r}>"
@@ -280,15 +289,18 @@ def _origin_form(target: str) -> str:
     return target[slash:] if slash >= 0 else "/"
 
 
-async def _send_stream(request: BaseRequest, reply: Reply) -> web.StreamResponse:
+async def _send_stream(
+    request: BaseRequest, reply: Reply, rid_header: str, rid: str
+) -> web.StreamResponse:
     up = cast("UpstreamResponse", reply.stream)
     status = reply.status
     if request.method == "HEAD" or status in (204, 304) or status < 200:
         up.release()
-        resp = web.StreamResponse(status=status, reason=up.reason, headers=reply.headers)
+        empty = web.StreamResponse(status=status, reason=up.reason, headers=reply.headers)
         if up.content_length is not None and request.method == "HEAD":
-            resp.headers["Content-Length"] = str(up.content_length)
-        return resp
+            empty.headers["Content-Length"] = str(up.content_length)
+        return empty
+    resp: web.StreamResponse | None = None
     try:
         if up.content_length is not None and up.content_length <= SMALL_BODY_BYTES:
             body = await up.read_all()
@@ -307,11 +319,19 @@ async def _send_stream(request: BaseRequest, reply: Reply) -> web.StreamResponse
         up.release()
         return resp
     except GatewayError as exc:
-        # Headers are already out: the only honest signal left is a cut connection.
-        log.warning("upstream failed mid-response (%s): %s", exc.code, exc.message)
         up.abort()
+        if resp is None:  # nothing sent yet: the client still gets an honest error
+            log.warning("upstream failed before the body (%s, id=%s): %s", exc.code, rid, exc)
+            return _plain(Reply.error(exc.status, exc.code, exc.message, rid), rid_header, rid)
+        # Headers are already out: the only honest signal left is a cut connection.
+        log.warning("upstream failed mid-response (%s, id=%s): %s", exc.code, rid, exc.message)
         request.protocol.force_close()
-        return web.StreamResponse(status=exc.status) if request.writer.output_size == 0 else resp
+        return resp
+    except ConnectionError as exc:
+        up.abort()
+        log.info("client went away mid-response (id=%s): %s", rid, exc)
+        request.protocol.force_close()
+        return resp if resp is not None else web.Response(status=499)
     except BaseException:
         up.abort()
         raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import contextlib
 import re
 import socket
@@ -451,3 +452,71 @@ async def test_slow_headers_are_cut_off(gateway: GatewayFactory, upstream: int) 
     data = await asyncio.wait_for(reader.read(), 5)  # rest of the 1st body, then EOF
     assert b"HTTP/1.1" not in data
     writer.close()
+
+
+def gateway_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """ERROR records of the gateway itself (the test upstream may complain freely)."""
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith("gateway") and r.levelno >= logging.ERROR
+    ]
+
+
+async def _pools_settle(gw: Any) -> list[Any]:
+    pools = list(gw.worker.runtime.pools.values())
+    for _ in range(100):
+        if all(p.in_flight == 0 for p in pools):
+            break
+        await asyncio.sleep(0.02)
+    return pools
+
+
+async def test_client_gone_mid_upload_leaks_nothing(
+    gateway: GatewayFactory, upstream: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = await gateway(cfg(upstream, [route("all")]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
+    writer.write(b"a" * 100_000)
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.transport.abort()
+    pools = await _pools_settle(gw)
+    assert [p.in_flight for p in pools] == [0]
+    assert gateway_errors(caplog) == []
+    assert (await get_json(gw.url + "/x"))[0] == 200  # the worker serves on
+
+
+async def test_client_gone_mid_download_leaks_nothing(
+    gateway: GatewayFactory, upstream: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = await gateway(cfg(upstream, [route("all")]))
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /bytes/50000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    await reader.readexactly(1_000_000)
+    writer.transport.abort()
+    pools = await _pools_settle(gw)
+    assert [p.in_flight for p in pools] == [0]
+    assert gateway_errors(caplog) == []
+    assert (await get_json(gw.url + "/x"))[0] == 200
+
+
+async def test_upstream_cut_mid_body_cuts_the_client(gateway: GatewayFactory) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 200_000)
+        await writer.drain()
+        writer.transport.abort()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = await gateway(cfg(port, [route("all")]))
+        async with aiohttp.ClientSession() as s, s.get(gw.url + "/x") as r:
+            assert r.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await r.read()  # truncated: never passed off as complete
+    finally:
+        server.close()
