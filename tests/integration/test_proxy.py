@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import contextlib
+import logging
 import re
 import socket
 import time
@@ -476,7 +476,7 @@ async def test_client_gone_mid_upload_leaks_nothing(
     gateway: GatewayFactory, upstream: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     gw = await gateway(cfg(upstream, [route("all")]))
-    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    _reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     writer.write(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n")
     writer.write(b"a" * 100_000)
     await writer.drain()
