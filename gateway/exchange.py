@@ -17,7 +17,26 @@ from multidict import CIMultiDict
 if TYPE_CHECKING:
     from gateway.body import BodySource
     from gateway.routing.table import Route
+    from gateway.tls.facts import ClientCertFacts
     from gateway.upstream import UpstreamResponse
+
+
+class TLSInfo:
+    """What the client's TLS connection was; computed once per connection."""
+
+    __slots__ = ("cipher", "client_cert", "sni", "version")
+
+    def __init__(
+        self, version: str, cipher: str, sni: str | None, client_cert: ClientCertFacts | None
+    ) -> None:
+        self.version = version  # "TLSv1.3"
+        self.cipher = cipher  # "TLS_AES_256_GCM_SHA384"
+        self.sni = sni  # the server name the client asked for, if any
+        self.client_cert = client_cert  # a verified client certificate's facts
+
+    def __repr__(self) -> str:
+        cert = self.client_cert.subject if self.client_cert else None
+        return f"<TLSInfo {self.version} {self.cipher} sni={self.sni} cert={cert}>"
 
 
 class Exchange:
@@ -32,12 +51,15 @@ class Exchange:
         "host",
         "method",
         "path",
+        "peer_ip",
         "query",
         "request_id",
         "route",
         "scheme",
         "started_at",
         "state",
+        "tls",
+        "trusted_peer",
         "upgrade",
         "version",
     )
@@ -60,6 +82,9 @@ class Exchange:
         version: str = "1.1",
         upgrade: bool = False,
         started_at: float = 0.0,
+        peer_ip: str | None = None,
+        trusted_peer: bool = False,
+        tls: TLSInfo | None = None,
     ) -> None:
         self.method = method
         self.path = path  # raw (percent-encoded) path, without the query
@@ -67,8 +92,14 @@ class Exchange:
         self.headers = headers  # mutable copy; filters may edit what goes upstream
         self.host = host  # lower-cased, without port
         self.scheme = scheme
+        # client_ip is the resolved client: the socket peer, or, when the peer is a
+        # trusted proxy, the right-most untrusted X-Forwarded-For hop. Rate limits,
+        # screening and logs use it; peer_ip is who actually connected.
         self.client_ip = client_ip
         self.client_port = client_port
+        self.peer_ip = peer_ip if peer_ip is not None else client_ip
+        self.trusted_peer = trusted_peer
+        self.tls = tls
         self.request_id = request_id
         self.route = route
         self.body = body

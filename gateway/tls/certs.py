@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,10 +32,12 @@ __all__ = [
     "dns_names",
     "expiry_warning",
     "file_digest",
+    "load_chain",
     "load_pair",
     "not_after",
-    "read_ca_file",
+    "read_ca_pem",
     "read_certificates",
+    "read_file",
     "read_private_key",
 ]
 
@@ -87,7 +90,7 @@ class CertInfo:
         )
 
 
-def _read(path: str, field: str) -> bytes:
+def read_file(path: str, field: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -108,7 +111,7 @@ def file_digest(path: str | None) -> bytes | None:
 
 def read_certificates(path: str, field: str, data: bytes | None = None) -> list[x509.Certificate]:
     """Every PEM certificate in the file, in order; at least one."""
-    data = _read(path, field) if data is None else data
+    data = read_file(path, field) if data is None else data
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -119,7 +122,7 @@ def read_certificates(path: str, field: str, data: bytes | None = None) -> list[
 
 
 def read_private_key(path: str, field: str, data: bytes | None = None) -> PrivateKeyTypes:
-    data = _read(path, field) if data is None else data
+    data = read_file(path, field) if data is None else data
     try:
         return serialization.load_pem_private_key(data, password=None)
     except TypeError:
@@ -170,9 +173,27 @@ def load_pair(
     return CertInfo(cert_file, key_file, tuple(chain))
 
 
-def read_ca_file(path: str, field: str, data: bytes | None = None) -> list[x509.Certificate]:
-    """The CA bundle's certificates; CertFileError if there are none."""
-    return read_certificates(path, field, data)
+def load_chain(ctx: ssl.SSLContext, cert_file: str, key_file: str) -> None:
+    """`ctx.load_cert_chain` with OpenSSL's errors turned into CertFileErrors."""
+    try:
+        ctx.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as e:
+        if e.reason == "KEY_VALUES_MISMATCH":
+            raise CertFileError("key_file", "key does not match certificate") from None
+        raise CertFileError("cert_file", f"OpenSSL cannot load the pair: {e.reason}") from None
+    except OSError as e:  # the files changed between our read and OpenSSL's
+        raise CertFileError("cert_file", f"cannot read the pair: {e.strerror}") from None
+
+
+def read_ca_pem(path: str, field: str) -> str:
+    """The CA bundle as canonical PEM text (comments dropped), checked by OpenSSL too."""
+    certs = read_certificates(path, field)
+    pem = "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certs)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cadata=pem)
+    except ssl.SSLError as e:
+        raise CertFileError(field, f"OpenSSL cannot load {path}: {e.reason}") from None
+    return pem
 
 
 def dns_names(cert: x509.Certificate) -> list[str]:

@@ -263,3 +263,22 @@ def test_schema_shape() -> None:
     for name, definition in schema["$defs"].items():
         for field, prop in definition["properties"].items():
             assert prop.get("description"), f"{name}.{field} has no description"
+
+
+def test_yaml_slips_in_tls_settings_are_explained() -> None:
+    text = GOOD_YAML.replace(
+        "  - address: 127.0.0.1:8080\n",
+        "  - address: 127.0.0.1:8443\n"
+        "    tls:\n"
+        "      certificates: [{cert_file: c.pem, key_file: k.pem}]\n"
+        "      min_version: 1.3\n"
+        "      client_auth: off\n",
+    )
+    with pytest.raises(ConfigErrors) as info:
+        parse_config(text, "yaml", "gw.yaml")
+    assert messages(info.value) == [
+        "listeners[0].tls.min_version: invalid TLS version 1.3: expected '1.2' or '1.3' "
+        "(quote it: write '1.3')",
+        "listeners[0].tls.client_auth: invalid client_auth False: expected 'off', 'optional' "
+        "or 'required' (quote it: YAML reads a bare off as false)",
+    ]

@@ -55,6 +55,9 @@ def errors_of(data: dict[str, Any]) -> list[str]:
 
 ADDR = "expected 'host:port', like '127.0.0.1:8080', '0.0.0.0:8080' or '[::1]:8080'"
 HOST = "expected 'api.example.com' or a wildcard '*.example.com'"
+CIDR = "expected an address or a network like '10.0.0.0/8' or 'fd00::/8'"
+TLS = {"certificates": [{"cert_file": "c.pem", "key_file": "k.pem"}]}
+AUTH = "expected 'off', 'optional' or 'required'"
 TOKEN = "must be an HTTP token (RFC 9110 5.6.2)"
 NAME = "use letters, digits, '_', '.', '-'"
 
@@ -87,6 +90,61 @@ INVALID = [
     ("listener-unknown-key", {"listeners[0].port": 1}, "listeners[0].port: unknown key"),
     ("listener-not-mapping", {"listeners": ["127.0.0.1:8080"]},
      "listeners[0]: must be a mapping (got '127.0.0.1:8080')"),
+    ("listener-tls-string", {"listeners[0].tls": "yes"},
+     "listeners[0].tls: must be a mapping (got 'yes')"),
+    ("tls-certificates-empty", {"listeners[0].tls": {"certificates": []}},
+     "listeners[0].tls.certificates: must have at least 1 item"),
+    ("tls-certificates-missing", {"listeners[0].tls": {}},
+     "listeners[0].tls.certificates: required"),
+    ("tls-key-file-missing", {"listeners[0].tls": {"certificates": [{"cert_file": "c.pem"}]}},
+     "listeners[0].tls.certificates[0].key_file: required"),
+    ("tls-cert-file-blank",
+     {"listeners[0].tls": TLS, "listeners[0].tls.certificates[0].cert_file": " "},
+     "listeners[0].tls.certificates[0].cert_file: must not be empty"),
+    ("tls-pair-unknown-key", {"listeners[0].tls": TLS, "listeners[0].tls.certificates[0].sni": "a"},
+     "listeners[0].tls.certificates[0].sni: unknown key"),
+    ("tls-server-name-invalid",
+     {"listeners[0].tls": TLS, "listeners[0].tls.certificates[0].server_names": ["a b"]},
+     f"listeners[0].tls.certificates[0].server_names[0]: invalid host 'a b': {HOST}"),
+    ("tls-server-names-empty",
+     {"listeners[0].tls": TLS, "listeners[0].tls.certificates[0].server_names": []},
+     "listeners[0].tls.certificates[0].server_names: must have at least 1 item"),
+    ("tls-server-names-number",
+     {"listeners[0].tls": TLS, "listeners[0].tls.certificates[0].server_names": 5},
+     "listeners[0].tls.certificates[0].server_names: must be a list (got 5)"),
+    ("tls-min-version-float", {"listeners[0].tls": {**TLS, "min_version": 1.2}},
+     "listeners[0].tls.min_version: invalid TLS version 1.2: expected '1.2' or '1.3' (quote "
+     "it: write '1.2')"),
+    ("tls-min-version-1.1", {"listeners[0].tls": {**TLS, "min_version": "1.1"}},
+     "listeners[0].tls.min_version: invalid TLS version '1.1': expected '1.2' or '1.3'"),
+    ("tls-client-auth-bare-off", {"listeners[0].tls": {**TLS, "client_auth": False}},
+     f"listeners[0].tls.client_auth: invalid client_auth False: {AUTH} (quote it: YAML reads "
+     "a bare off as false)"),
+    ("tls-client-auth-bare-on", {"listeners[0].tls": {**TLS, "client_auth": True}},
+     f"listeners[0].tls.client_auth: invalid client_auth True: {AUTH} (quote it: YAML reads "
+     "a bare on as true)"),
+    ("tls-client-auth-word", {"listeners[0].tls": {**TLS, "client_auth": "yes"}},
+     f"listeners[0].tls.client_auth: invalid client_auth 'yes': {AUTH}"),
+    ("tls-unknown-key", {"listeners[0].tls": {**TLS, "ciphers": "ALL"}},
+     "listeners[0].tls.ciphers: unknown key"),
+    ("redirect-port-range", {"listeners[0].redirect_to_https": 70000},
+     "listeners[0].redirect_to_https: must be <= 65535"),
+    ("redirect-port-zero", {"listeners[0].redirect_to_https": 0},
+     "listeners[0].redirect_to_https: must be >= 1"),
+    ("redirect-port-string", {"listeners[0].redirect_to_https": "443"},
+     "listeners[0].redirect_to_https: must be an integer (got '443')"),
+    # trusted proxies
+    ("trusted-proxy-host-bits", {"trusted_proxies": ["10.0.0.1/8"]},
+     "trusted_proxies[0]: invalid CIDR '10.0.0.1/8': host bits are set (did you mean "
+     "'10.0.0.0/8'?)"),
+    ("trusted-proxy-name", {"trusted_proxies": ["proxy.local"]},
+     f"trusted_proxies[0]: invalid CIDR 'proxy.local': {CIDR}"),
+    ("trusted-proxy-prefix-range", {"trusted_proxies": ["::1", "10.0.0.0/33"]},
+     f"trusted_proxies[1]: invalid CIDR '10.0.0.0/33': {CIDR}"),
+    ("trusted-proxy-number", {"trusted_proxies": [10]},
+     "trusted_proxies[0]: must be a string (got 10)"),
+    ("trusted-proxies-string", {"trusted_proxies": "10.0.0.0/8"},
+     "trusted_proxies: must be a list (got '10.0.0.0/8')"),
     # admin, workers
     ("admin-no-port", {"admin.address": "127.0.0.1"},
      f"admin.address: invalid address '127.0.0.1': {ADDR}"),
@@ -159,6 +217,12 @@ INVALID = [
     ("tls-verify-string", {"upstreams.users.tls.verify": "no"},
      "upstreams.users.tls.verify: must be true or false (got 'no')"),
     ("tls-unknown-key", {"upstreams.users.tls.sni": "x"}, "upstreams.users.tls.sni: unknown key"),
+    ("tls-cert-without-key", {"upstreams.users.tls.cert_file": "c.pem"},
+     "upstreams.users.tls: cert_file and key_file go together"),
+    ("tls-key-without-cert", {"upstreams.users.tls.key_file": "k.pem"},
+     "upstreams.users.tls: cert_file and key_file go together"),
+    ("tls-key-file-empty", {"upstreams.users.tls": {"cert_file": "c.pem", "key_file": ""}},
+     "upstreams.users.tls.key_file: must not be empty"),
     # routes
     ("routes-missing", {"routes": DELETE}, "routes: required"),
     ("route-bad-name", {"routes[0].name": "a/b"}, f"routes[0].name: invalid name 'a/b': {NAME}"),
@@ -231,6 +295,22 @@ INVALID = [
     ("explicit-name-clashes-default",
      {"listeners[1]": {"name": "listener-0", "address": "127.0.0.1:8081"}},
      "listeners[1].name: duplicate listener name 'listener-0' (first in listeners[0])"),
+    ("client-auth-needs-ca", {"listeners[0].tls": {**TLS, "client_auth": "required"}},
+     "listeners[0].tls.client_ca_file: required when client_auth is 'required'"),
+    ("optional-client-auth-needs-ca", {"listeners[0].tls": {**TLS, "client_auth": "optional"}},
+     "listeners[0].tls.client_ca_file: required when client_auth is 'optional'"),
+    ("client-ca-without-client-auth", {"listeners[0].tls": {**TLS, "client_ca_file": "ca.pem"}},
+     "listeners[0].tls.client_ca_file: unused while client_auth is 'off' (set 'optional' or "
+     "'required')"),
+    ("duplicate-server-name",
+     {"listeners[0].tls": {"certificates": [
+         {"cert_file": "a.pem", "key_file": "a.key", "server_names": ["a.com"]},
+         {"cert_file": "b.pem", "key_file": "b.key", "server_names": ["x.com", "A.com"]}]}},
+     "listeners[0].tls.certificates[1].server_names[1]: server name 'A.com' is already served "
+     "by certificates[0]"),
+    ("redirect-on-tls-listener",
+     {"listeners[0].tls": TLS, "listeners[0].redirect_to_https": 443},
+     "listeners[0].redirect_to_https: only on a listener without tls"),
     ("admin-clashes-listener", {"admin.address": "127.0.0.1:8080"},
      "admin.address: address '127.0.0.1:8080' clashes with listeners[0]"),
     ("default-admin-clashes", {"listeners[0].address": "0.0.0.0:9901"},
@@ -265,6 +345,19 @@ VALID = [
                                                                               "replacement": ""}}),
     ("header-absent", {"routes[0].match.headers": [{"name": "x-a", "present": False}]}),
     ("durations-as-numbers", {"routes[0].timeouts": {"connect": 1, "read": 0.5, "total": 0}}),
+    ("tls-listener", {"listeners[0].tls": TLS}),
+    ("tls-mtls-1.3", {"listeners[0].tls": {**TLS, "min_version": "1.3", "client_auth": "required",
+                                           "client_ca_file": "ca.pem"}}),
+    ("tls-two-pairs-wildcard", {"listeners[0].tls": {"certificates": [
+        {"cert_file": "a.pem", "key_file": "a.key"},
+        {"cert_file": "b.pem", "key_file": "b.key", "server_names": ["*.b.com", "b.com"]}]}}),
+    ("tls-same-name-in-one-pair",
+     {"listeners[0].tls": TLS,
+      "listeners[0].tls.certificates[0].server_names": ["a.com", "a.com"]}),
+    ("redirect-listener-beside-tls", {"listeners[0].redirect_to_https": 8443,
+                                      "listeners[1]": {"address": "127.0.0.1:8443", "tls": TLS}}),
+    ("upstream-client-cert", {"upstreams.users.tls": {"cert_file": "c.pem", "key_file": "k.pem"}}),
+    ("trusted-proxies", {"trusted_proxies": ["10.0.0.0/8", "192.0.2.7", "::1", "fd00::/8"]}),
 ]  # fmt: skip
 
 
@@ -282,8 +375,11 @@ def test_defaults_are_parsed_and_safe() -> None:
     assert (s.keepalive_timeout, s.header_timeout, s.shutdown_timeout) == (75.0, 10.0, 30.0)
     assert (s.max_headers, s.request_id_header, s.via) == (100, "X-Request-ID", "gateway")
     assert (s.watch_config, s.watch_interval) == (True, 1.0)
+    assert (config.listeners[0].tls, config.listeners[0].redirect_to_https) == (None, None)
+    assert config.trusted_proxies == []
     up = config.upstreams["users"]
     assert (up.tls.verify, up.tls.ca_file, up.tls.server_name) == (True, None, None)
+    assert (up.tls.cert_file, up.tls.key_file) == (None, None)
     assert (up.pool.max_connections, up.pool.max_idle, up.pool.idle_timeout) == (512, 64, 60.0)
     route = config.routes[0]
     assert (route.rewrite, route.preserve_host, route.retry_idempotent) == (None, True, True)
@@ -325,6 +421,35 @@ def test_normalisation_and_properties() -> None:
     assert (match.hosts, match.methods) == (["*.example.com"], ["GET", "POST"])
     assert config.server.max_header_size == 65536
     assert config.routes[0].timeouts.total == 90.0
+
+
+def test_tls_defaults_and_normalisation() -> None:
+    config = validate_data(
+        edited(
+            {
+                "listeners[0].tls": TLS,
+                "listeners[1]": {"address": "127.0.0.1:8443", "tls": {
+                    **TLS, "min_version": "1.3", "client_auth": "optional",
+                    "client_ca_file": "ca.pem"}},
+                "listeners[1].tls.certificates[0].server_names": "*.Example.COM",
+                "trusted_proxies": ["192.0.2.7", "::1", "10.0.0.0/8"],
+            }
+        )
+    )  # fmt: skip
+    plain = config.listeners[0].tls
+    assert plain is not None
+    assert (plain.min_version, plain.client_auth, plain.client_ca_file) == ("1.2", "off", None)
+    assert plain.certificates[0].server_names is None
+    mtls = config.listeners[1].tls
+    assert mtls is not None
+    assert (mtls.min_version, mtls.client_auth, mtls.client_ca_file) == (
+        "1.3",
+        "optional",
+        "ca.pem",
+    )
+    assert mtls.certificates[0].server_names == ["*.example.com"]
+    assert config.trusted_proxies == ["192.0.2.7/32", "::1/128", "10.0.0.0/8"]
+    assert [str(n) for n in config.trusted_networks] == config.trusted_proxies
 
 
 def test_models_are_frozen() -> None:
