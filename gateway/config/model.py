@@ -43,6 +43,7 @@ from gateway.config.fields import (
     split_host_port,
     unit,
 )
+from gateway.config.forwarding_model import ClientCertHeaders, Forwarding
 from gateway.config.tls_model import CertificatePair, ListenerTLS, UpstreamTLS
 from gateway.config.units import Duration, Size
 
@@ -50,8 +51,10 @@ __all__ = [
     "NAME_PATTERN",
     "Admin",
     "CertificatePair",
+    "ClientCertHeaders",
     "Config",
     "Endpoint",
+    "Forwarding",
     "HeaderMatch",
     "Listener",
     "ListenerTLS",
@@ -360,6 +363,9 @@ class Config(StrictModel):
     )
     upstreams: dict[Name, Upstream] = Field(description="Upstreams by name.")
     routes: list[Route] = Field(description="Routes; names are unique.")
+    forwarding: Forwarding = Field(
+        default=Forwarding(), description="Forwarding and client-certificate headers."
+    )
     trusted_proxies: list[Cidr] = Field(
         default=[],
         description="Proxies (CIDRs or addresses) whose X-Forwarded-*/Forwarded headers are "
