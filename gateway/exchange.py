@@ -49,6 +49,7 @@ class Exchange:
         "content_length",
         "headers",
         "host",
+        "listener",
         "method",
         "path",
         "peer_ip",
@@ -85,6 +86,7 @@ class Exchange:
         peer_ip: str | None = None,
         trusted_peer: bool = False,
         tls: TLSInfo | None = None,
+        listener: str = "",
     ) -> None:
         self.method = method
         self.path = path  # raw (percent-encoded) path, without the query
@@ -100,6 +102,7 @@ class Exchange:
         self.peer_ip = peer_ip if peer_ip is not None else client_ip
         self.trusted_peer = trusted_peer
         self.tls = tls
+        self.listener = listener  # the RFC 7239 node the request came in on
         self.request_id = request_id
         self.route = route
         self.body = body

@@ -81,11 +81,9 @@ def _is_ip(text: str) -> bool:
 
 
 def node(ip: str, port: int | None = None) -> str:
-    """An RFC 7239 node: IPv6 in brackets; quoted whenever it is not a token."""
+    """An RFC 7239 node, unquoted: IPv6 in brackets, then the port if any."""
     text = f"[{ip}]" if ":" in ip else ip
-    if port is not None:
-        text = f"{text}:{port}"
-    return quote(text)
+    return f"{text}:{port}" if port is not None else text
 
 
 def quote(value: str) -> str:
@@ -96,7 +94,7 @@ def quote(value: str) -> str:
 
 
 def forwarded_element(client_ip: str, proto: str, host: str, by: str | None) -> str:
-    parts = [f"for={node(client_ip)}"]
+    parts = [f"for={quote(node(client_ip))}"]
     if by:
         parts.append(f"by={quote(by)}")
     parts.append(f"proto={proto}")

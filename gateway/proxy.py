@@ -21,8 +21,10 @@ from collections.abc import Iterable
 
 from multidict import CIMultiDict
 
+from gateway.config.forwarding_model import Forwarding
 from gateway.errors import NoUpstreamAvailable, UpstreamConnectError
 from gateway.exchange import Exchange, Reply
+from gateway.forwarded import forwarded_element
 from gateway.pipeline import Next
 from gateway.upstream import ConnectionPool, RoundRobin
 
@@ -79,15 +81,21 @@ class Forwarder:
     """Per-route terminal; everything it needs is computed once at config load."""
 
     __slots__ = (
+        "cert_headers",
         "connect_timeout_s",
+        "forwarded",
         "preserve_host",
         "read_timeout_s",
+        "rebuilt",
+        "rebuilt_and_host",
         "request_id_header",
         "retry_idempotent",
         "rewrite",
         "total_timeout_s",
+        "untrusted_drop",
         "upstream",
         "via",
+        "x_forwarded",
     )
 
     def __init__(
@@ -102,6 +110,7 @@ class Forwarder:
         rewrite: object,
         via: str,
         request_id_header: str,
+        forwarding: Forwarding | None = None,
     ) -> None:
         self.upstream = upstream
         self.connect_timeout_s = connect_timeout_s
@@ -112,20 +121,59 @@ class Forwarder:
         self.rewrite = rewrite
         self.via = f"1.1 {via}"
         self.request_id_header = request_id_header
+        fw = forwarding if forwarding is not None else Forwarding()
+        self.x_forwarded = fw.x_forwarded
+        self.forwarded = fw.forwarded
+        cc = fw.client_cert_headers
+        # (header name, ClientCertFacts attribute) pairs, fixed at load.
+        self.cert_headers: tuple[tuple[str, str], ...] = tuple(
+            (name, attr)
+            for name, attr in (
+                (cc.subject, "subject"),
+                (cc.issuer, "issuer"),
+                (cc.fingerprint, "sha256_fingerprint"),
+                (cc.not_after, "not_after"),
+            )
+            if name
+        ) + ((("Client-Cert", "client_cert_header"),) if cc.client_cert else ())
+        # From a client that is not a trusted proxy, everything it could say about
+        # itself is dropped (and what the gateway knows is sent instead).
+        self.untrusted_drop = _SPOOFABLE | {name.lower() for name, _ in self.cert_headers}
+        self.rebuilt = _REBUILT | {request_id_header.lower()}
+        self.rebuilt_and_host = self.rebuilt | {"host"}
 
     def upstream_headers(self, ex: Exchange, pool: ConnectionPool) -> list[tuple[str, str]]:
         h = ex.headers
+        trusted = ex.trusted_peer
         keep_host = self.preserve_host and "Host" in h
-        drop = _APPENDED if keep_host else _APPENDED_AND_HOST
+        drop = self.rebuilt if keep_host else self.rebuilt_and_host
+        if not trusted:
+            drop = drop | self.untrusted_drop
         out = [kv for kv in filter_headers(h.items()) if kv[0].lower() not in drop]
         if not keep_host:
             out.append(("Host", pool.spec.host_header))
-        out.append(("X-Forwarded-For", _append(h, "X-Forwarded-For", ex.client_ip)))
-        out.append(("X-Forwarded-Proto", _append(h, "X-Forwarded-Proto", ex.scheme)))
-        out.append(("X-Forwarded-Host", _append(h, "X-Forwarded-Host", h.get("Host", ex.host))))
+        host = h.get("Host", ex.host)
+        if self.x_forwarded:
+            if trusted:  # a trusted proxy's record is kept, our hop added
+                out.append(("X-Forwarded-For", _append(h, "X-Forwarded-For", ex.peer_ip)))
+                out.append(("X-Forwarded-Proto", h.get("X-Forwarded-Proto", ex.scheme)))
+                out.append(("X-Forwarded-Host", h.get("X-Forwarded-Host", host)))
+            else:
+                out.append(("X-Forwarded-For", ex.peer_ip))
+                out.append(("X-Forwarded-Proto", ex.scheme))
+                out.append(("X-Forwarded-Host", host))
+        if self.forwarded:
+            element = forwarded_element(ex.peer_ip, ex.scheme, host, ex.listener)
+            out.append(("Forwarded", _append(h, "Forwarded", element) if trusted else element))
         out.append(("Via", _append(h, "Via", self.via)))
-        if self.request_id_header not in h:
-            out.append((self.request_id_header, ex.request_id))
+        out.append((self.request_id_header, ex.request_id))
+        tls = ex.tls
+        if tls is not None and tls.client_cert is not None:
+            facts = tls.client_cert
+            for name, attr in self.cert_headers:
+                out.append((name, getattr(facts, attr)))
+            if facts.client_cert_chain_header and "Client-Cert" in dict(self.cert_headers):
+                out.append(("Client-Cert-Chain", facts.client_cert_chain_header))
         if ex.upgrade:
             out.append(("Connection", "upgrade"))
             out.append(("Upgrade", h.get("Upgrade", "")))
@@ -183,9 +231,22 @@ class Forwarder:
         return f"<Forwarder upstream={self.upstream.name}>"
 
 
-# Headers rebuilt by appending the gateway's hop to what the client sent.
-_APPENDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "via"})
-_APPENDED_AND_HOST = _APPENDED | {"host"}
+# Headers the gateway always writes itself (from what the client sent, per trust).
+_REBUILT = frozenset(
+    {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "via"}
+)
+# What a client may forge about itself: dropped unless it comes from a trusted proxy.
+_SPOOFABLE = frozenset(
+    {
+        "x-forwarded-port",
+        "x-forwarded-server",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "client-cert",
+        "client-cert-chain",
+    }
+)
 
 
 def _append(h: CIMultiDict[str], name: str, value: str) -> str:

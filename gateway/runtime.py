@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from gateway.config.model import Config
 from gateway.config.model import Upstream as UpstreamConfig
+from gateway.forwarded import TrustedProxies
 from gateway.pipeline import Filter, compile_chain
 from gateway.proxy import Forwarder, Upstream
 from gateway.routing import Route, RouteTable
@@ -37,7 +38,7 @@ def endpoint_specs(cfg: UpstreamConfig) -> list[EndpointSpec]:
 
 
 class Runtime:
-    __slots__ = ("config", "config_hash", "pools", "table", "upstreams")
+    __slots__ = ("config", "config_hash", "pools", "table", "trusted", "upstreams")
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class Runtime:
         self.table = table
         self.upstreams = upstreams
         self.pools = pools
+        self.trusted = TrustedProxies(config.trusted_networks)
 
     @classmethod
     def build(cls, config: Config, config_hash: str, previous: Runtime | None = None) -> Runtime:
@@ -81,6 +83,7 @@ class Runtime:
                 rewrite=route.rewrite,
                 via=server.via,
                 request_id_header=server.request_id_header,
+                forwarding=config.forwarding,
             )
             route.handler = compile_chain(route_filters(rcfg), forwarder)
             routes.append(route)

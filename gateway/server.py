@@ -35,7 +35,8 @@ from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
 
 from gateway.errors import BadRequest, ClientDisconnected, GatewayError
-from gateway.exchange import Exchange, Reply
+from gateway.exchange import Exchange, Reply, TLSInfo
+from gateway.tls.facts import facts_from_ssl_object
 
 if TYPE_CHECKING:
     from gateway.runtime import Runtime
@@ -48,13 +49,14 @@ SMALL_BODY_BYTES = 64 * 1024
 
 
 class GatewayProtocol(RequestHandler):
-    __slots__ = ("_gw_header_timeout", "_gw_header_timer", "_gw_seen")
+    __slots__ = ("_gw_header_timeout", "_gw_header_timer", "_gw_seen", "_gw_tls")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._gw_header_timeout = manager.header_timeout_s
         self._gw_header_timer: asyncio.TimerHandle | None = None
         self._gw_seen = 0
+        self._gw_tls: TLSInfo | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -186,20 +188,38 @@ class ClientBody:
 
 
 class Handler:
-    """Request entry point; holds the current Runtime, swapped on reload."""
+    """Request entry point for one listener; holds the current Runtime (swapped on reload)."""
 
-    __slots__ = ("runtime", "scheme")
+    __slots__ = ("listener", "redirect_port", "runtime", "scheme")
 
-    def __init__(self, runtime: Runtime, scheme: str = "http") -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        scheme: str = "http",
+        *,
+        listener: str = "",
+        redirect_port: int | None = None,
+    ) -> None:
         self.runtime = runtime
         self.scheme = scheme
+        self.listener = listener  # RFC 7239 node, e.g. '"127.0.0.1:8443"'
+        self.redirect_port = redirect_port
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         rt = self.runtime  # one snapshot: this request finishes on this config
         srv = rt.config.server
         rid_header = srv.request_id_header
         raw = request.raw_headers
-        rid = request.headers.get(rid_header) or f"{getrandbits(128):032x}"
+        if self.redirect_port is not None:
+            return _redirect(request, self.redirect_port)
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        peer_ip = peer[0] if peer else ""
+        client_ip, trusted = rt.trusted.resolve(
+            peer_ip, request.headers.getall("X-Forwarded-For", ())
+        )
+        # A request id is believed only from a trusted proxy; anyone else gets ours.
+        rid = (trusted and request.headers.get(rid_header)) or f"{getrandbits(128):032x}"
         # Only add up the header bytes when aiohttp's per-line limit does not already
         # rule out exceeding the total (the common case: a handful of headers).
         if len(raw) * srv.max_header_field > srv.max_header_size and (
@@ -231,7 +251,6 @@ class Handler:
         if request.body_exists:
             expect = headers.get("Expect", "").lower() == "100-continue"
             body = ClientBody(request, expect and request.version >= (1, 1))
-        peer = request.transport.get_extra_info("peername") if request.transport else None
         ex = Exchange(
             method=method,
             path=path,
@@ -239,8 +258,12 @@ class Handler:
             headers=headers,
             host=host,
             scheme=self.scheme,
-            client_ip=peer[0] if peer else "",
+            client_ip=client_ip,
             client_port=peer[1] if peer else 0,
+            peer_ip=peer_ip,
+            trusted_peer=trusted,
+            tls=_tls_info(request.protocol) if self.scheme == "https" else None,
+            listener=self.listener,
             request_id=rid,
             route=route,
             body=body,
@@ -273,6 +296,38 @@ class Handler:
 
     def __repr__(self) -> str:
         return f"<Handler {self.runtime!r}>"
+
+
+def _redirect(request: BaseRequest, port: int) -> web.Response:
+    """308 to the same URL over https (RFC 9110 15.4.9 keeps the method and body)."""
+    host = request.headers.get("Host", "")
+    host = host[: host.find("]") + 1] if host[:1] == "[" else host.partition(":")[0]
+    if not host:
+        reply = Reply.error(400, "bad_request", "a Host header is needed to redirect", "")
+        return web.Response(status=400, headers=reply.headers, body=reply.body)
+    authority = host if port == 443 else f"{host}:{port}"
+    resp = web.Response(status=308, headers={"Location": f"https://{authority}{request.raw_path}"})
+    return resp
+
+
+def _tls_info(protocol: Any) -> TLSInfo | None:
+    """The connection's TLS facts, computed on its first request and kept."""
+    cached = getattr(protocol, "_gw_tls", None)
+    if cached is not None:
+        return cast(TLSInfo, cached)
+    transport = protocol.transport
+    sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+    if sslobj is None:
+        return None
+    cipher = sslobj.cipher()
+    info = TLSInfo(
+        version=sslobj.version() or "",
+        cipher=cipher[0] if cipher else "",
+        sni=getattr(sslobj, "gateway_sni", None),
+        client_cert=facts_from_ssl_object(sslobj),
+    )
+    protocol._gw_tls = info
+    return info
 
 
 def _plain(reply: Reply, rid_header: str, rid: str) -> web.Response:

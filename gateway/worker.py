@@ -27,8 +27,10 @@ from pathlib import Path
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
+from gateway.forwarded import node
 from gateway.runtime import Runtime
 from gateway.server import GatewayServer, Handler
+from gateway.tls import ServerTLS, build_server_context
 
 log = logging.getLogger("gateway.worker")
 
@@ -82,12 +84,13 @@ class Worker:
     def __init__(self, config_path: str | Path, *, worker_id: int = 0) -> None:
         self.path = Path(config_path)
         self.worker_id = worker_id
-        self.handler: Handler | None = None
+        self.handlers: list[Handler] = []  # one per listener, all on the same Runtime
+        self.tls: list[ServerTLS] = []
         self.reloads = ReloadStats()
         self.ready = False
         self.bound: list[tuple[str, int]] = []
         self._servers: list[asyncio.Server] = []
-        self._http: GatewayServer | None = None
+        self._http: list[GatewayServer] = []
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stat: tuple[int, int] | None = None
@@ -96,8 +99,7 @@ class Worker:
 
     @property
     def runtime(self) -> Runtime:
-        assert self.handler is not None
-        return self.handler.runtime
+        return self.handlers[0].runtime
 
     @property
     def config(self) -> Config:
@@ -108,25 +110,43 @@ class Worker:
         config = load_config(self.path)
         self._stat = self._file_stat()
         runtime = Runtime.build(config, config_hash(self.path))
-        self.handler = Handler(runtime)
         srv = config.server
-        self._http = GatewayServer(
-            self.handler.handle,
-            header_timeout_s=srv.header_timeout,
-            max_request_line=srv.max_request_line,
-            max_header_field=srv.max_header_field,
-            max_headers=srv.max_headers,
-            keepalive_timeout_s=srv.keepalive_timeout,
-        )
         loop = asyncio.get_running_loop()
         for i, lst in enumerate(config.listeners):
+            tls = build_server_context(lst.tls, at=f"listeners[{i}].tls") if lst.tls else None
             try:
                 sock = listen_socket(lst.host, lst.port)
             except OSError as exc:
                 raise ListenError(f"listeners[{i}]: cannot listen on {lst.address}: {exc}") from exc
-            server = await loop.create_server(self._http, sock=sock, backlog=1024)
+            bound_host, bound_port = sock.getsockname()[:2]
+            handler = Handler(
+                runtime,
+                "https" if tls else "http",
+                listener=node(lst.host, bound_port),
+                redirect_port=lst.redirect_to_https,
+            )
+            http = GatewayServer(
+                handler.handle,
+                header_timeout_s=srv.header_timeout,
+                max_request_line=srv.max_request_line,
+                max_header_field=srv.max_header_field,
+                max_headers=srv.max_headers,
+                keepalive_timeout_s=srv.keepalive_timeout,
+            )
+            server = await loop.create_server(
+                http,
+                sock=sock,
+                backlog=1024,
+                ssl=tls.context if tls else None,
+                # A client must finish the TLS handshake as fast as it must send headers.
+                ssl_handshake_timeout=srv.header_timeout if tls else None,
+            )
+            self.handlers.append(handler)
+            self._http.append(http)
             self._servers.append(server)
-            self.bound.append(sock.getsockname()[:2])
+            if tls is not None:
+                self.tls.append(tls)
+            self.bound.append((bound_host, bound_port))
         if srv.watch_config:
             self._tasks.append(asyncio.create_task(self._watch(srv.watch_interval)))
         settle_gc()
@@ -148,12 +168,11 @@ class Worker:
 
     async def reload(self) -> bool:
         """Swap in the config file's current content; keep serving the old on error."""
-        assert self.handler is not None
         self._stat = self._file_stat()
         try:
             config = load_config(self.path)
             digest = config_hash(self.path)
-            new = Runtime.build(config, digest, previous=self.handler.runtime)
+            new = Runtime.build(config, digest, previous=self.runtime)
         except ConfigErrors as exc:
             self.reloads.failed += 1
             self.reloads.last_errors = [str(e) for e in exc.errors]
@@ -164,8 +183,9 @@ class Worker:
             self.reloads.last_errors = [repr(exc)]
             log.exception("reload failed while building, keeping the running config")
             return False
-        old = self.handler.runtime
-        self.handler.runtime = new  # the swap: one reference
+        old = self.runtime
+        for handler in self.handlers:
+            handler.runtime = new  # the swap: one reference per listener
         self.reloads.ok += 1
         self.reloads.last_errors = []
         if [(lst.host, lst.port) for lst in config.listeners] != [
@@ -193,6 +213,8 @@ class Worker:
     async def _watch(self, interval_s: float) -> None:
         while True:
             await asyncio.sleep(interval_s)
+            for tls in self.tls:  # certificates rotate without a config change
+                tls.reload_if_changed()
             stat = self._file_stat()
             if stat is None or stat == self._stat:
                 continue
@@ -211,20 +233,19 @@ class Worker:
 
     async def stop(self) -> None:
         self.ready = False
-        timeout = self.config.server.shutdown_timeout if self.handler else 0.0
+        timeout = self.config.server.shutdown_timeout if self.handlers else 0.0
         for server in self._servers:
             server.close()  # stop accepting; open connections stay
-        if self._http is not None:
-            log.info("worker %d draining for up to %.1fs", self.worker_id, timeout)
-            await self._http.shutdown(timeout)
+        log.info("worker %d draining for up to %.1fs", self.worker_id, timeout)
+        await asyncio.gather(*(http.shutdown(timeout) for http in self._http))
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.handler is not None:
-            await self.handler.runtime.close()
+        if self.handlers:
+            await self.runtime.close()
         log.info("worker %d stopped", self.worker_id)
 
     def __repr__(self) -> str:

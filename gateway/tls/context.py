@@ -184,6 +184,9 @@ class ServerTLS:
         ctx = self._pick(server_name).context
         if ctx is not None:
             sslobj.context = ctx
+        # Kept on the SSL object for the ${sni} header variable: the ssl module has no
+        # server-side accessor for the name the client asked for.
+        sslobj.gateway_sni = server_name  # type: ignore[attr-defined]
 
     def _pick(self, server_name: str | None) -> _Pair:
         if server_name:

@@ -180,28 +180,85 @@ async def test_rewrite(
     assert body["path"] == seen
 
 
-async def test_forwarded_headers_via_and_request_id(gateway: GatewayFactory, upstream: int) -> None:
-    gw = await gateway(cfg(upstream, [route("all")]))
-    status, headers, body = await get_json(
-        gw.url + "/x",
-        headers={"X-Forwarded-For": "203.0.113.9", "Host": "api.test"},
-    )
+FORGED = {
+    "X-Forwarded-For": "203.0.113.9",
+    "X-Forwarded-Proto": "https",
+    "Forwarded": "for=203.0.113.9;proto=https",
+    "X-Real-IP": "203.0.113.9",
+    "Client-Cert": ":Zm9yZ2Vk:",
+    "X-Client-Cert-Subject": "CN=admin",
+    "X-Request-ID": "forged-id",
+    "Host": "api.test",
+}
+
+
+async def test_untrusted_client_forged_headers_are_rebuilt(
+    gateway: GatewayFactory, upstream: int
+) -> None:
+    gw = await gateway(cfg(upstream, [route("all")]))  # trusted_proxies: none
+    status, headers, body = await get_json(gw.url + "/x", headers=FORGED)
     assert status == 200
     seen = dict(body["headers"])
-    assert seen["X-Forwarded-For"] == "203.0.113.9, 127.0.0.1"
+    assert seen["X-Forwarded-For"] == "127.0.0.1"  # replaced, not appended
     assert seen["X-Forwarded-Proto"] == "http"
     assert seen["X-Forwarded-Host"] == "api.test"
+    assert seen["Forwarded"] == f'for=127.0.0.1;by="127.0.0.1:{gw.port}";proto=http;host=api.test'
+    for gone in ("X-Real-IP", "Client-Cert", "X-Client-Cert-Subject"):
+        assert gone not in seen
     assert seen["Via"] == "1.1 gateway"
     assert seen["Host"] == "api.test"  # preserved by default
     rid = seen["X-Request-ID"]
-    assert len(rid) == 32
+    assert rid != "forged-id" and len(rid) == 32
     assert headers["X-Request-ID"] == rid  # returned to the client
     assert "1.1 gateway" in headers["Via"]
 
-    # A client-supplied request id is kept end to end.
-    _, headers, body = await get_json(gw.url + "/x", headers={"X-Request-ID": "abc-123"})
-    assert dict(body["headers"])["X-Request-ID"] == "abc-123"
-    assert headers["X-Request-ID"] == "abc-123"
+
+async def test_trusted_proxy_headers_are_appended(gateway: GatewayFactory, upstream: int) -> None:
+    config = cfg(upstream, [route("all")])
+    config["trusted_proxies"] = ["127.0.0.0/8"]
+    gw = await gateway(config)
+    status, headers, body = await get_json(
+        gw.url + "/x", headers={**FORGED, "X-Forwarded-For": "198.51.100.7, 127.0.0.2"}
+    )
+    assert status == 200
+    seen = dict(body["headers"])
+    assert seen["X-Forwarded-For"] == "198.51.100.7, 127.0.0.2, 127.0.0.1"
+    assert seen["X-Forwarded-Proto"] == "https"  # the TLS-terminating proxy's word
+    assert seen["Forwarded"].startswith("for=203.0.113.9;proto=https, for=127.0.0.1;")
+    assert seen["X-Request-ID"] == "forged-id" == headers["X-Request-ID"]
+    assert seen["X-Real-IP"] == "203.0.113.9"
+
+
+@pytest.mark.parametrize(
+    ("trusted", "xff", "client"),
+    [
+        ([], ["198.51.100.7"], "127.0.0.1"),
+        (["127.0.0.1"], ["198.51.100.7"], "198.51.100.7"),
+        (["127.0.0.1", "10.0.0.0/8"], ["198.51.100.7, 10.1.1.1"], "198.51.100.7"),
+        (["127.0.0.1", "10.0.0.0/8"], ["6.6.6.6, 198.51.100.7, 10.1.1.1"], "198.51.100.7"),
+        (["127.0.0.1"], ["junk, 198.51.100.7"], "198.51.100.7"),
+        (["127.0.0.1"], ["198.51.100.7, junk"], "127.0.0.1"),
+        (["127.0.0.1"], ["10.0.0.1", "198.51.100.7"], "198.51.100.7"),
+        (["127.0.0.0/8"], ["127.0.0.5"], "127.0.0.5"),
+    ],
+    ids=[
+        "untrusted-peer",
+        "one-trusted-hop",
+        "chain-of-trusted",
+        "spoofed-left-ignored",
+        "junk-left-ignored",
+        "junk-hop-stops-walk",
+        "repeated-header",
+        "all-trusted-leftmost",
+    ],
+)
+def test_client_address_resolution(trusted: list[str], xff: list[str], client: str) -> None:
+    import ipaddress
+
+    from gateway.forwarded import TrustedProxies
+
+    proxies = TrustedProxies([ipaddress.ip_network(t) for t in trusted])
+    assert proxies.resolve("127.0.0.1", xff)[0] == client
 
 
 async def test_preserve_host_off_sends_endpoint_host(
