@@ -34,11 +34,21 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("schema", help="print the config's JSON Schema")
 
+    cert = sub.add_parser("cert", help="certificate tools")
+    cert_sub = cert.add_subparsers(dest="cert_command", required=True)
+    dev = cert_sub.add_parser("dev", help="write a local CA, a server and a client certificate")
+    dev.add_argument("directory")
+    dev.add_argument("--name", action="append", help="server name (repeatable)")
+
     args = parser.parse_args(argv)
     if args.command == "check":
         from gateway.config.load import check_command
 
         return check_command(args.config)
+    if args.command == "cert":
+        from gateway.tls.dev import cert_dev_command
+
+        return cert_dev_command(args.directory, args.name)
     if args.command == "schema":
         import orjson
 

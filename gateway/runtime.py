@@ -32,6 +32,8 @@ def endpoint_specs(cfg: UpstreamConfig) -> list[EndpointSpec]:
             tls_verify=cfg.tls.verify,
             tls_ca_file=cfg.tls.ca_file,
             tls_server_name=cfg.tls.server_name,
+            tls_cert_file=cfg.tls.cert_file,
+            tls_key_file=cfg.tls.key_file,
         )
         for ep in cfg.endpoints
     ]

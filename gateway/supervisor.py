@@ -26,6 +26,7 @@ from typing import Any
 from gateway.admin.app import make_admin_app, start_admin
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
+from gateway.errors import ConfigErrors
 from gateway.worker import ListenError, Worker
 
 log = logging.getLogger("gateway.supervisor")
@@ -180,7 +181,6 @@ class Supervisor:
 
 
 def run(path: str | Path, *, workers: int | None, demo: bool, log_level: str) -> int:
-    from gateway.errors import ConfigErrors
 
     path = Path(path)
     try:
@@ -198,4 +198,7 @@ def run(path: str | Path, *, workers: int | None, demo: bool, log_level: str) ->
     except ListenError as exc:
         log.critical("%s", exc)
         return 1
+    except ConfigErrors as exc:  # files the config names (certificates) failed to load
+        print(exc, file=sys.stderr)
+        return 2
     return 0

@@ -188,9 +188,7 @@ class Worker:
             handler.runtime = new  # the swap: one reference per listener
         self.reloads.ok += 1
         self.reloads.last_errors = []
-        if [(lst.host, lst.port) for lst in config.listeners] != [
-            (lst.host, lst.port) for lst in old.config.listeners
-        ] or config.server != old.config.server:
+        if config.listeners != old.config.listeners or config.server != old.config.server:
             log.warning("listeners or server limits changed: they apply after a restart")
         for pool in old.retired_pools(new):
             self._tasks.append(asyncio.create_task(pool.close()))

@@ -83,13 +83,20 @@ def config_hash(path: str | Path) -> str:
 
 def check_command(path: str | Path) -> int:
     """`gateway check FILE`: print OK and a summary (0), or every error (1)."""
+    from gateway.tls.check import check_tls_files  # files named by the config
+
     try:
         config = load_config(path)
+        errors, warnings = check_tls_files(config)
+        if errors:
+            raise ConfigErrors(str(path), errors)
     except ConfigErrors as e:
         print(f"{e.source}: {_plural(len(e.errors), 'error')}")
         for err in e.errors:
             print(f"  {err}")
         return 1
+    for warning in warnings:
+        print(f"  warning: {warning}")
     summary = ", ".join(
         [
             _plural(len(config.listeners), "listener"),

@@ -61,6 +61,8 @@ class EndpointSpec:
     tls_verify: bool = True
     tls_ca_file: str | None = None  # None: the system's trust store
     tls_server_name: str | None = None  # SNI and the name verified; None: host
+    tls_cert_file: str | None = None  # our client certificate toward the upstream (mTLS)
+    tls_key_file: str | None = None
 
     def __post_init__(self) -> None:
         if self.scheme not in _DEFAULT_PORTS:
@@ -94,6 +96,10 @@ def _ssl_context(spec: EndpointSpec) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     ctx.set_alpn_protocols(["http/1.1"])
+    if spec.tls_cert_file and spec.tls_key_file:  # our client certificate (upstream mTLS)
+        from gateway.tls.context import load_client_cert_into
+
+        load_client_cert_into(ctx, spec.tls_cert_file, spec.tls_key_file)
     return ctx
 
 

@@ -60,3 +60,28 @@ def test_run_refuses_bad_config(tmp_path: Path) -> None:
     res = gateway("run", str(f))
     assert res.returncode == 2
     assert "unknown upstream 'billing'" in res.stderr
+
+
+def test_check_fails_on_a_key_that_does_not_match_its_certificate(tmp_path: Path) -> None:
+    assert gateway("cert", "dev", str(tmp_path)).returncode == 0
+    f = tmp_path / "tls.yaml"
+    f.write_text(
+        f"""\
+listeners:
+  - address: "127.0.0.1:8443"
+    tls:
+      certificates:
+        - cert_file: {tmp_path / "server.pem"}
+          key_file: {tmp_path / "client-key.pem"}
+upstreams:
+  u: {{endpoints: ["http://127.0.0.1:9001"]}}
+routes: []
+"""
+    )
+    res = gateway("check", str(f))
+    assert res.returncode == 1, res.stdout
+    assert "listeners[0].tls.certificates[0].key_file: key does not match" in res.stdout
+    # The same file with the right key passes.
+    f.write_text(f.read_text().replace("client-key.pem", "server-key.pem"))
+    res = gateway("check", str(f))
+    assert res.returncode == 0, res.stdout
