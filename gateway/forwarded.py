@@ -19,11 +19,12 @@ token is quoted (section 4).
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _CACHE_MAX = 4096
 
 
@@ -87,17 +88,14 @@ def node(ip: str, port: int | None = None) -> str:
 
 
 def quote(value: str) -> str:
-    if value and all(c in _TOKEN for c in value):
+    if _TOKEN.fullmatch(value):
         return value
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
 
 
 def forwarded_element(client_ip: str, proto: str, host: str, by: str | None) -> str:
-    parts = [f"for={quote(node(client_ip))}"]
-    if by:
-        parts.append(f"by={quote(by)}")
-    parts.append(f"proto={proto}")
-    if host:
-        parts.append(f"host={quote(host)}")
-    return ";".join(parts)
+    """One Forwarded element; `by` is a node as `node()` writes it (quoted here)."""
+    ip = f'"[{client_ip}]"' if ":" in client_ip else (client_ip or "unknown")
+    element = f"for={ip};by={quote(by)};proto={proto}" if by else f"for={ip};proto={proto}"
+    return f"{element};host={quote(host)}" if host else element
