@@ -12,7 +12,9 @@ no longer referenced are drained (`retired_pools`).
 from __future__ import annotations
 
 from gateway.config.model import Config
+from gateway.config.model import Route as RouteConfig
 from gateway.config.model import Upstream as UpstreamConfig
+from gateway.filters import HeaderFilter
 from gateway.forwarded import TrustedProxies
 from gateway.pipeline import Filter, compile_chain
 from gateway.proxy import Forwarder, Upstream
@@ -106,10 +108,13 @@ class Runtime:
         )
 
 
-def route_filters(rcfg: object) -> dict[str, Filter]:
-    """The filters a route configures, by name; none exist yet in this release.
+def route_filters(rcfg: RouteConfig) -> dict[str, Filter]:
+    """The filters a route configures, by name.
 
     Each filter issue adds its builder here (config section -> immutable filter
     object); compile_chain puts them in FILTER_ORDER.
     """
-    return {}
+    filters: dict[str, Filter] = {}
+    if rcfg.headers is not None and not rcfg.headers.empty:
+        filters["headers"] = HeaderFilter(rcfg.headers, route=rcfg.name, upstream=rcfg.upstream)
+    return filters

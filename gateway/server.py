@@ -48,6 +48,31 @@ log = logging.getLogger("gateway.server")
 SMALL_BODY_BYTES = 64 * 1024
 
 
+class _NoInventedHeaders:
+    """aiohttp adds `Server: Python/x aiohttp/y` and a default Content-Type to every
+    response. A proxy passes on what the upstream said (RFC 9110 8.3: no invented
+    Content-Type) and should not advertise its own software, so whatever aiohttp
+    added that was not there before is taken out again."""
+
+    async def _prepare_headers(self) -> None:
+        headers: CIMultiDict[str] = self.headers  # type: ignore[attr-defined]
+        had_server = "Server" in headers
+        had_type = "Content-Type" in headers
+        await super()._prepare_headers()  # type: ignore[misc]
+        if not had_server:
+            headers.popall("Server", None)
+        if not had_type:
+            headers.popall("Content-Type", None)
+
+
+class Response(_NoInventedHeaders, web.Response):
+    pass
+
+
+class StreamResponse(_NoInventedHeaders, web.StreamResponse):
+    pass
+
+
 class GatewayProtocol(RequestHandler):
     __slots__ = ("_gw_header_timeout", "_gw_header_timer", "_gw_seen", "_gw_tls")
 
@@ -128,7 +153,7 @@ class GatewayProtocol(RequestHandler):
             status, "request headers too large" if status == 431 else "internal error"
         )
         reply = Reply.error(status, code, msg, rid)
-        resp = web.Response(status=status, body=reply.body, headers=reply.headers)
+        resp = Response(status=status, body=reply.body, headers=reply.headers)
         resp.force_close()
         return resp
 
@@ -286,10 +311,10 @@ class Handler:
         except ClientDisconnected as exc:
             log.info("client %s gone on route %s (id=%s): %s", ex.client_ip, route.name, rid, exc)
             request.protocol.force_close()
-            return web.Response(status=499)  # never sent: the connection is closed
+            return Response(status=499)  # never sent: the connection is closed
         reply.headers[rid_header] = rid
         if reply.stream is None:
-            return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+            return Response(status=reply.status, headers=reply.headers, body=reply.body)
         if reply.status == 101:
             return await _splice(request, reply)
         return await _send_stream(request, reply, rid_header, rid)
@@ -304,9 +329,9 @@ def _redirect(request: BaseRequest, port: int) -> web.Response:
     host = host[: host.find("]") + 1] if host[:1] == "[" else host.partition(":")[0]
     if not host:
         reply = Reply.error(400, "bad_request", "a Host header is needed to redirect", "")
-        return web.Response(status=400, headers=reply.headers, body=reply.body)
+        return Response(status=400, headers=reply.headers, body=reply.body)
     authority = host if port == 443 else f"{host}:{port}"
-    resp = web.Response(status=308, headers={"Location": f"https://{authority}{request.raw_path}"})
+    resp = Response(status=308, headers={"Location": f"https://{authority}{request.raw_path}"})
     return resp
 
 
@@ -332,7 +357,7 @@ def _tls_info(protocol: Any) -> TLSInfo | None:
 
 def _plain(reply: Reply, rid_header: str, rid: str) -> web.Response:
     reply.headers[rid_header] = rid
-    return web.Response(status=reply.status, headers=reply.headers, body=reply.body)
+    return Response(status=reply.status, headers=reply.headers, body=reply.body)
 
 
 def _origin_form(target: str) -> str:
@@ -351,7 +376,7 @@ async def _send_stream(
     status = reply.status
     if request.method == "HEAD" or status in (204, 304) or status < 200:
         up.release()
-        empty = web.StreamResponse(status=status, reason=up.reason, headers=reply.headers)
+        empty = StreamResponse(status=status, reason=up.reason, headers=reply.headers)
         if up.content_length is not None and request.method == "HEAD":
             empty.headers["Content-Length"] = str(up.content_length)
         return empty
@@ -362,8 +387,8 @@ async def _send_stream(
             up.release()
             if request.keep_alive and request.version == (1, 1):
                 return RawResponse(status, up.reason, reply.headers, body)
-            return web.Response(status=status, reason=up.reason, headers=reply.headers, body=body)
-        resp = web.StreamResponse(status=status, reason=up.reason, headers=reply.headers)
+            return Response(status=status, reason=up.reason, headers=reply.headers, body=body)
+        resp = StreamResponse(status=status, reason=up.reason, headers=reply.headers)
         if up.content_length is not None:
             resp.content_length = up.content_length
         elif request.version >= (1, 1):
@@ -386,7 +411,7 @@ async def _send_stream(
         up.abort()
         log.info("client went away mid-response (id=%s): %s", rid, exc)
         request.protocol.force_close()
-        return resp if resp is not None else web.Response(status=499)
+        return resp if resp is not None else Response(status=499)
     except BaseException:
         up.abort()
         raise
@@ -470,7 +495,7 @@ class _RawClientReader:
 async def _splice(request: BaseRequest, reply: Reply) -> web.StreamResponse:
     """WebSocket (any Upgrade) passthrough: relay raw bytes both ways until one ends."""
     up = cast("UpstreamResponse", reply.stream)
-    resp = web.StreamResponse(status=101, reason=up.reason, headers=reply.headers)
+    resp = StreamResponse(status=101, reason=up.reason, headers=reply.headers)
     await resp.prepare(request)
     reader = _RawClientReader(request.transport)
     request.protocol.set_parser(reader)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ units.py   Duration ('250ms', '5m' -> float seconds) and Size ('10KiB' -> int by
 fields.py  field types and checks (names, addresses, hosts, CIDRs), the StrictModel base
 model.py   pydantic models (Config, Listener, Upstream, Route, ...); per-field rules
 tls_model.py  ListenerTLS, CertificatePair, UpstreamTLS (files named, never opened here)
+headers_model.py  HeaderRules: a route's header edits, templates, security headers
 checks.py  cross-field rules on the raw data (route -> upstream, duplicate names,
            clashing addresses, rewrite needs a prefix match, TLS field pairings)
 load.py    load_config / parse_config / validate_data, config_hash, check_command
@@ -17,7 +18,9 @@ from gateway.config.model import (
     CertificatePair,
     Config,
     Endpoint,
+    HeaderEdits,
     HeaderMatch,
+    HeaderRules,
     Listener,
     ListenerTLS,
     Match,
@@ -25,6 +28,7 @@ from gateway.config.model import (
     PoolSettings,
     Rewrite,
     Route,
+    SecurityHeaders,
     ServerLimits,
     Timeouts,
     Upstream,
@@ -38,7 +42,9 @@ __all__ = [
     "Config",
     "Duration",
     "Endpoint",
+    "HeaderEdits",
     "HeaderMatch",
+    "HeaderRules",
     "Listener",
     "ListenerTLS",
     "Match",
@@ -46,6 +52,7 @@ __all__ = [
     "PoolSettings",
     "Rewrite",
     "Route",
+    "SecurityHeaders",
     "ServerLimits",
     "Size",
     "Timeouts",

@@ -14,6 +14,9 @@ TLS pairings: client_auth other than 'off' needs client_ca_file and a CA file wi
 client_auth is an error too (the operator believes clients are verified when they are
 not); redirect_to_https only on a plain listener; an explicit SNI server name in two
 certificate pairs of one listener is an error (which one would be served?).
+
+Rate limits: policy names are unique per route (they name the RateLimit header items
+and the buckets), and `store: redis` needs the top-level `redis` section.
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ def cross_check(data: object) -> list[ConfigError]:
     """Every cross-field problem in `data`, the raw parsed config."""
     if not isinstance(data, dict):
         return []
-    return [*_check_routes(data), *_check_listeners(data), *_check_listener_tls(data)]
+    return [
+        *_check_routes(data),
+        *_check_listeners(data),
+        *_check_listener_tls(data),
+        *_check_rate_limits(data),
+    ]
 
 
 def _check_routes(data: dict[str, Any]) -> list[ConfigError]:
@@ -204,4 +212,36 @@ def _check_server_names(at: str, tls: dict[str, Any]) -> list[ConfigError]:
                     )
                 )
             first.setdefault(key, i)
+    return errors
+
+
+def _check_rate_limits(data: dict[str, Any]) -> list[ConfigError]:
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        return []
+    has_redis = data.get("redis") is not None
+    errors: list[ConfigError] = []
+    for i, route in enumerate(routes):
+        policies = route.get("rate_limits") if isinstance(route, dict) else None
+        if not isinstance(policies, list):
+            continue
+        first: dict[str, int] = {}
+        for j, policy in enumerate(policies):
+            if not isinstance(policy, dict):
+                continue
+            at = f"routes[{i}].rate_limits[{j}]"
+            name = policy.get("name")
+            if isinstance(name, str):
+                if name in first:
+                    errors.append(
+                        ConfigError(
+                            f"{at}.name",
+                            f"duplicate policy name {name!r} (first in rate_limits[{first[name]}])",
+                        )
+                    )
+                first.setdefault(name, j)
+            if policy.get("store") == "redis" and not has_redis:
+                errors.append(
+                    ConfigError(f"{at}.store", "'redis' needs the top-level redis section")
+                )
     return errors

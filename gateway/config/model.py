@@ -16,7 +16,8 @@ Durations are float seconds and sizes int bytes (see `units.py`), whatever unit 
 file used.
 
 The TLS models (listener certificates, client certificates, upstream TLS) live in
-`tls_model.py`; this module re-exports them.
+`tls_model.py`, a route's header rules in `headers_model.py`, rate limit policies and
+the Redis store in `ratelimit_model.py`; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ from gateway.config.fields import (
     unit,
 )
 from gateway.config.forwarding_model import ClientCertHeaders, Forwarding
+from gateway.config.headers_model import HeaderEdits, HeaderRules, SecurityHeaders
+from gateway.config.ratelimit_model import (
+    RateLimitPolicy,
+    RateLimitSettings,
+    RedisSettings,
+)
 from gateway.config.tls_model import CertificatePair, ListenerTLS, UpstreamTLS
 from gateway.config.units import Duration, Size
 
@@ -55,14 +62,20 @@ __all__ = [
     "Config",
     "Endpoint",
     "Forwarding",
+    "HeaderEdits",
     "HeaderMatch",
+    "HeaderRules",
     "Listener",
     "ListenerTLS",
     "Match",
     "PathMatch",
     "PoolSettings",
+    "RateLimitPolicy",
+    "RateLimitSettings",
+    "RedisSettings",
     "Rewrite",
     "Route",
+    "SecurityHeaders",
     "ServerLimits",
     "StrictModel",
     "Timeouts",
@@ -350,6 +363,15 @@ class Route(StrictModel):
         description="Retry GET/HEAD/OPTIONS/PUT/DELETE whose connection failed before a "
         "byte was sent.",
     )
+    headers: HeaderRules | None = Field(
+        default=None,
+        description="Header rules: request and response set/add/remove with templates, "
+        "security response headers.",
+    )
+    rate_limits: list[RateLimitPolicy] = Field(
+        default=[],
+        description="Token-bucket rate limit policies; a request must pass all of them.",
+    )
 
 
 class Config(StrictModel):
@@ -370,6 +392,14 @@ class Config(StrictModel):
         default=[],
         description="Proxies (CIDRs or addresses) whose X-Forwarded-*/Forwarded headers are "
         "believed; from anyone else they are dropped and rebuilt.",
+    )
+    redis: RedisSettings | None = Field(
+        default=None,
+        description="The shared Redis store of rate-limit buckets; none keeps buckets in "
+        "memory, per process.",
+    )
+    rate_limit: RateLimitSettings = Field(
+        default=RateLimitSettings(), description="Process-wide rate limit settings."
     )
 
     @property

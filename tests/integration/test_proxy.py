@@ -577,3 +577,39 @@ async def test_upstream_cut_mid_body_cuts_the_client(gateway: GatewayFactory) ->
                 await r.read()  # truncated: never passed off as complete
     finally:
         server.close()
+
+
+async def test_no_invented_server_or_content_type(gateway: GatewayFactory) -> None:
+    """What aiohttp would add on its own (Server, a default Content-Type) is not sent."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        body = b"y" * 100_000  # over the small-body size: the streamed path
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = await gateway(cfg(port, [route("all")]))
+        async with aiohttp.ClientSession() as s:
+            async with s.get(gw.url + "/x") as r:
+                assert r.status == 200
+                assert "Server" not in r.headers
+                assert "Content-Type" not in r.headers
+                await r.read()
+            async with s.get(gw.url + "/x", headers={"Connection": "close"}) as r:
+                assert "Server" not in r.headers
+    finally:
+        server.close()
+
+
+async def test_response_rule_removes_upstream_server(
+    gateway: GatewayFactory, upstream: int
+) -> None:
+    gw = await gateway(cfg(upstream, [route("all", headers={"response": {"remove": ["Server"]}})]))
+    for extra in ({}, {"Connection": "close"}):
+        status, headers, _ = await get_json(gw.url + "/x", headers=extra)
+        assert status == 200
+        assert "Server" not in headers
