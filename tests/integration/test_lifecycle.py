@@ -224,3 +224,28 @@ async def test_200mb_streams_each_way_in_bounded_memory(tmp_path: Path, up: int)
                         got += len(part)
                 assert got == size
         assert rss.max_rss < 150 * MB, f"gateway RSS peaked at {rss.max_rss / MB:.0f} MB"
+
+
+async def test_dead_worker_is_replaced(tmp_path: Path, up: int) -> None:
+    port, admin = free_port(), free_port()
+    async with running_gateway(tmp_path, base_config(up, port, admin), workers=2) as gw:
+        workers = [
+            c
+            for c in psutil.Process(gw.proc.pid).children()
+            if "resource_tracker" not in " ".join(c.cmdline())
+        ]
+        workers[0].kill()
+        deadline = time.monotonic() + 20
+        async with aiohttp.ClientSession() as s:
+            while True:
+                async with s.get(f"http://127.0.0.1:{admin}/readyz") as r:
+                    st = await r.json()
+                alive = [c.pid for c in psutil.Process(gw.proc.pid).children()]
+                if r.status == 200 and st["workers_ready"] == 2 and workers[0].pid not in alive:
+                    break
+                assert time.monotonic() < deadline, gw.log()
+                await asyncio.sleep(0.1)
+            for _ in range(10):
+                async with aiohttp.ClientSession() as fresh, fresh.get(gw.url + "/x") as r:
+                    assert r.status == 200
+        assert "restarting" in gw.log()
