@@ -137,6 +137,30 @@ def _flatten(e: CertFileError) -> list[CertFileError]:
     return e.errors if isinstance(e, CertFileErrors) else [e]
 
 
+def _handshake_logging_class(at: str) -> type[ssl.SSLObject]:
+    """An SSLObject that logs a failed handshake (the event loops log it only in debug).
+
+    asyncio and uvloop both call `SSLContext.wrap_bio`, which makes this class, so the
+    failure reason (unknown CA, expired or missing client certificate, plain HTTP on
+    the TLS port) reaches the log once per failed connection.
+    """
+
+    class HandshakeLoggingSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            try:
+                super().do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                raise
+            except ssl.SSLError as exc:
+                sni = getattr(self, "gateway_sni", None)
+                log.warning(
+                    "TLS handshake failed on %s (sni=%s): %s", at, sni, exc.reason or exc
+                )
+                raise
+
+    return HandshakeLoggingSSLObject
+
+
 class ServerTLS:
     """The TLS state of one listener: pass `context` to the server, poll `reload_if_changed`."""
 
@@ -176,6 +200,7 @@ class ServerTLS:
         self._exact, self._wildcard = self._index()
         self.context = _policy_context(tls, self._ca_pem)
         self.context.sni_callback = self._on_sni
+        self.context.sslobject_class = _handshake_logging_class(at)
 
     # --- serving ---------------------------------------------------------------------
 

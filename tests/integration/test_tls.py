@@ -211,6 +211,7 @@ async def test_client_certificates(
     client_auth: str,
     sent: str | None,
     outcome: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     extra = {"client_ca_file": pki.ca_file} if client_auth != "off" else {}
     listener = tls_listener([pki.a_files], client_auth=client_auth, **extra)
@@ -219,6 +220,11 @@ async def test_client_certificates(
     answer = await https_request(gw.port, client_context(pki.ca_file, cert=cert), "/who")
     if outcome == REFUSED:
         assert isinstance(answer, Refused), f"expected a refused handshake, got {answer}"
+        # The refusal is in the log, with the listener and OpenSSL's reason.
+        failed = [
+            r.getMessage() for r in caplog.records if "TLS handshake failed" in r.getMessage()
+        ]
+        assert failed and "listeners[0].tls" in failed[0], caplog.text
     else:
         assert isinstance(answer, Answer), answer.error
         assert answer.status == 200
