@@ -15,9 +15,11 @@ gateway throughput >= 30% of nginx's and p99 <= 3x nginx's (and no errors, so th
 502s cannot pass). Every process runs in its own process group and is killed in a
 ``finally``; the temp dir (configs, logs, bodies) is removed at the end.
 
-Scenarios live in ``SCENARIOS``: a new one (TLS, rate limiting) adds an entry with its
-body, request path, and the extra gateway route keys / nginx location directives it
-needs.
+Scenarios live in ``SCENARIOS``: a new one (rate limiting, header rules) adds an entry
+with its body, request path, and the extra gateway route keys / nginx location
+directives it needs. TLS scenarios (``tls=True``) put both proxies' client side on https
+with the same certificate (``gateway cert dev``, made per run); the upstream stays
+plain http, and targets without TLS (upstream, bare) are reported as n/a.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -62,6 +65,8 @@ class Scenario:
     content_type: str = "application/json"
     route_extra: dict[str, Any] = field(default_factory=dict)  # merged into the route
     nginx_location_extra: str = ""  # directives added to the proxy nginx location
+    tls: bool = False  # clients speak https to the proxies (the upstream stays plain http)
+    new_connection: bool = False  # one request per connection: wrk sends Connection: close
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -74,7 +79,18 @@ SCENARIOS: dict[str, Scenario] = {
         # nginx's default 8 x 4k buffers cost it ~20% here; give the baseline its best.
         nginx_location_extra="proxy_buffers 16 64k; proxy_buffer_size 64k;",
     ),
+    "tls-keepalive": Scenario(
+        "GET, 117-byte JSON body, https, keep-alive", _json_body(117), tls=True
+    ),
+    "tls-new-conn": Scenario(
+        "GET, 117-byte JSON body, https, a new TLS connection per request",
+        _json_body(117),
+        tls=True,
+        new_connection=True,
+    ),
 }
+# No TLS listener (the upstream and bench/bare_proxy.py): "n/a" in TLS scenarios.
+NO_TLS_TARGETS = {"upstream", "bare"}
 
 
 @dataclass
@@ -86,6 +102,20 @@ class Result:
     p99_ms: float
     non_2xx_3xx: int
     socket_errors: int
+    connections_opened: int | None = None  # TCP connections accepted during the run
+    cpu_s: float | None = None  # CPU time (user + sys) of the target's processes in the run
+
+    @property
+    def connections_per_request(self) -> float | None:
+        if self.connections_opened is None or not self.requests:
+            return None
+        return self.connections_opened / self.requests
+
+    @property
+    def cpu_us_per_request(self) -> float | None:
+        if self.cpu_s is None or not self.requests:
+            return None
+        return self.cpu_s * 1e6 / self.requests
 
     @property
     def errors(self) -> int:
@@ -126,6 +156,42 @@ class Processes:
     def close(self) -> None:
         for proc in reversed(self.procs):
             self.stop(proc)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The certificate both proxies serve (``gateway cert dev``) and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    resumption: bool  # False: neither proxy issues session tickets or caches sessions
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+
+# OpenSSL config for the gateway process when --tls-resumption off: Python's ssl module
+# has no per-context switch for the server session cache, and the gateway's config has no
+# TLS session settings (issue 3 does not ask for them). No TLS 1.3 tickets means no TLS 1.3
+# resumption; wrk and the readiness probe negotiate TLS 1.3 with both proxies.
+NO_TICKETS_OPENSSL_CONF = """openssl_conf = openssl_init
+[openssl_init]
+ssl_conf = ssl_sect
+[ssl_sect]
+system_default = system_default_sect
+[system_default_sect]
+NumTickets = 0
+"""
+
+
+def make_tls_files(tmp: Path, resumption: bool) -> TLSFiles:
+    out = tmp / "certs"
+    argv = [sys.executable, "-m", "gateway", "cert", "dev", str(out)]
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"gateway cert dev failed ({done.returncode}):\n{done.stderr}")
+    return TLSFiles(out / "server.pem", out / "server-key.pem", out / "ca.pem", resumption)
 
 
 def free_port() -> int:
@@ -182,14 +248,28 @@ def upstream_block(tmp: Path, port: int, scenario: Scenario) -> str:
     }}"""
 
 
-def proxy_block(port: int, upstream_port: int, scenario: Scenario) -> str:
+def nginx_tls(tls: TLSFiles | None) -> str:
+    if tls is None:
+        return ""
+    # nginx's defaults otherwise: session tickets on (keys made per start), no shared
+    # session cache; the gateway's Python server issues tickets and caches sessions too.
+    session = "" if tls.resumption else "ssl_session_tickets off; ssl_session_cache off;"
+    return f"""
+        ssl_certificate {tls.cert};
+        ssl_certificate_key {tls.key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        {session}"""
+
+
+def proxy_block(port: int, upstream_port: int, scenario: Scenario, tls: TLSFiles | None) -> str:
+    ssl_flag = " ssl" if tls else ""
     return f"""    upstream bench {{
         server 127.0.0.1:{upstream_port};
         keepalive 64;
         keepalive_requests 1000000;
     }}
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        listen 127.0.0.1:{port}{ssl_flag} backlog=4096;{nginx_tls(tls)}
         location / {{
             proxy_pass http://bench;
             proxy_http_version 1.1;
@@ -201,10 +281,14 @@ def proxy_block(port: int, upstream_port: int, scenario: Scenario) -> str:
 
 
 def gateway_config(
-    port: int, admin_port: int, upstream_port: int, workers: int, sc: Scenario
+    port: int, admin_port: int, upstream_port: int, workers: int, sc: Scenario, tls: TLSFiles | None
 ) -> dict[str, Any]:
+    listener: dict[str, Any] = {"address": f"127.0.0.1:{port}"}
+    if tls is not None:
+        pair = {"cert_file": str(tls.cert), "key_file": str(tls.key)}
+        listener["tls"] = {"certificates": [pair]}
     return {
-        "listeners": [{"address": f"127.0.0.1:{port}"}],
+        "listeners": [listener],
         "admin": {"address": f"127.0.0.1:{admin_port}"},
         "workers": workers,
         "upstreams": {"bench": {"endpoints": [f"http://127.0.0.1:{upstream_port}"]}},
@@ -215,16 +299,21 @@ def gateway_config(
     }
 
 
-def http_get(url: str) -> tuple[int, bytes]:
+def http_get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
 
 
 def wait_ready(
-    procs: Processes, name: str, proc: subprocess.Popen[bytes], urls: list[str], body: bytes
+    procs: Processes,
+    name: str,
+    proc: subprocess.Popen[bytes],
+    urls: list[str],
+    body: bytes,
+    tls: TLSFiles | None = None,
 ) -> None:
     """Poll until every URL answers 200 (the last one with ``body``), or fail loudly."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -234,7 +323,8 @@ def wait_ready(
             last = f"exited with code {proc.returncode}"
             break
         try:
-            answers = [http_get(url) for url in urls]
+            context = tls.client_context() if tls else None
+            answers = [http_get(url, context if url.startswith("https:") else None) for url in urls]
         except OSError as e:
             last = f"{type(e).__name__}: {e}"
         else:
@@ -250,6 +340,88 @@ def wait_ready(
         f"--- {name} stderr ---\n{procs.log(name)[-4000:]}"
         f"--- {name} stdout ---\n{procs.log(name, 'out')[-2000:]}"
     )
+
+
+@dataclass
+class TLSProbe:
+    """What a target's TLS looks like to a client: two requests, each on its own connection."""
+
+    version: str
+    cipher: str
+    same_certificate: bool  # the leaf served is the one in TLSFiles.cert
+    closes: bool  # answered "Connection: close" to "Connection: close" and closed the socket
+    resumed: bool  # the second connection resumed the first one's session (ticket or cache)
+
+
+def _tls_request(
+    port: int, path: str, context: ssl.SSLContext, session: ssl.SSLSession | None
+) -> tuple[bytes, dict[str, Any]]:
+    """One GET with Connection: close on a new TLS connection, read to EOF."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=2)
+    with context.wrap_socket(raw, server_hostname="127.0.0.1", session=session) as conn:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        conn.sendall(request.encode())
+        data = b""
+        while chunk := conn.recv(65536):  # the server must close, or this times out
+            data += chunk
+        # Read while open: a closed SSLSocket answers None for all of these.
+        facts = {
+            "version": conn.version(),
+            "cipher": (conn.cipher() or ("?",))[0],
+            "leaf": conn.getpeercert(binary_form=True),
+            "session": conn.session,  # TLS 1.3: the server's ticket, read with the answer
+            "reused": conn.session_reused,
+        }
+    return data, facts
+
+
+def tls_probe(name: str, port: int, path: str, body: bytes, tls: TLSFiles) -> TLSProbe:
+    """Check the TLS endpoint as wrk will see it and report version, cipher, resumption."""
+    context = tls.client_context()  # verifies the certificate against the dev CA
+    leaf = ssl.PEM_cert_to_DER_cert(tls.cert.read_text())
+    answers = []
+    session = None
+    for _ in range(2):
+        try:
+            data, facts = _tls_request(port, path, context, session)
+        except (OSError, ssl.SSLError) as e:
+            raise RuntimeError(f"{name}: TLS request failed: {type(e).__name__}: {e}") from None
+        head, _, got = data.partition(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200 ") or got != body:
+            raise RuntimeError(f"{name}: bad answer over TLS: {data[:300]!r}")
+        answers.append((head, facts))
+        session = facts["session"]
+    (head1, first), (head2, second) = answers
+    return TLSProbe(
+        version=first["version"],
+        cipher=first["cipher"],
+        same_certificate=first["leaf"] == leaf,
+        closes=all(b"\r\nconnection: close" in h.lower() for h in (head1, head2)),
+        resumed=bool(second["reused"]),
+    )
+
+
+def group_cpu_s(pgid: int) -> float | None:
+    """User + system CPU seconds of the live processes in process group ``pgid``."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:  # fields[0] is field 3 (state) of proc(5)
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks / os.sysconf("SC_CLK_TCK") if ticks else None
+
+
+def passive_opens() -> int | None:
+    """TCP connections accepted in this network namespace so far (/proc/net/snmp)."""
+    try:
+        lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()]
+    except OSError:
+        return None
+    names, values = [ln for ln in lines if ln and ln[0] == "Tcp:"][:2]
+    return int(values[names.index("PassiveOpens")])
 
 
 _UNIT_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -285,8 +457,13 @@ def parse_wrk(target: str, out: str) -> Result:
         raise RuntimeError(f"cannot parse wrk output for {target}: {e}\n{out}") from None
 
 
-def run_wrk(procs: Processes, name: str, url: str, connections: int, duration_s: int) -> str:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", url]
+def run_wrk(
+    procs: Processes, name: str, url: str, connections: int, duration_s: int, sc: Scenario
+) -> str:
+    # With "Connection: close" the proxy answers "Connection: close" and closes; wrk then
+    # reconnects (a new TCP connection and TLS handshake) before its next request.
+    headers = ["-H", "Connection: close"] if sc.new_connection else []
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", *headers, url]
     proc = procs.start(name, argv)
     try:
         proc.wait(duration_s + 30)
@@ -297,39 +474,77 @@ def run_wrk(procs: Processes, name: str, url: str, connections: int, duration_s:
     return procs.log(name, "out")
 
 
-def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> list[Result]:
+@dataclass
+class Run:
+    results: list[Result]
+    skipped: dict[str, str] = field(default_factory=dict)  # target -> why
+    tls: dict[str, TLSProbe] = field(default_factory=dict)
+
+
+def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
     sc = SCENARIOS[args.scenario]
+    run = Run(results=[])
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    if sc.tls:
+        run.skipped = {t: "no TLS" for t in args.targets if t in NO_TLS_TARGETS}
+    targets = [t for t in args.targets if t not in run.skipped]
+    tls = make_tls_files(tmp, args.tls_resumption == "on") if sc.tls else None
     ports = {name: free_port() for name in ("upstream", "nginx", "gateway", "bare")}
     admin_port = free_port()
     urls = {name: f"http://127.0.0.1:{port}{sc.path}" for name, port in ports.items()}
+    if tls is not None:
+        for name in ("nginx", "gateway"):
+            urls[name] = f"https://127.0.0.1:{ports[name]}{sc.path}"
 
     up = ports["upstream"]
     proc = start_nginx(procs, tmp, "upstream", args.upstream_workers, upstream_block(tmp, up, sc))
     wait_ready(procs, "upstream", proc, [urls["upstream"]], sc.body)
-    if "nginx" in args.targets:
-        proc = start_nginx(procs, tmp, "nginx", args.workers, proxy_block(ports["nginx"], up, sc))
-        wait_ready(procs, "nginx", proc, [urls["nginx"]], sc.body)
-    if "gateway" in args.targets:
+    started["upstream"] = proc
+    if "nginx" in targets:
+        block = proxy_block(ports["nginx"], up, sc, tls)
+        proc = start_nginx(procs, tmp, "nginx", args.workers, block)
+        wait_ready(procs, "nginx", proc, [urls["nginx"]], sc.body, tls)
+        started["nginx"] = proc
+    if "gateway" in targets:
         config = tmp / "gateway.yaml"
-        cfg = gateway_config(ports["gateway"], admin_port, up, args.workers, sc)
+        cfg = gateway_config(ports["gateway"], admin_port, up, args.workers, sc, tls)
         config.write_text("# JSON is YAML\n" + json.dumps(cfg, indent=2) + "\n")
         argv = [sys.executable, "-m", "gateway", "run", str(config)]
-        proc = procs.start("gateway", argv, cwd=REPO)
+        env = None
+        if tls is not None and not tls.resumption:
+            (tmp / "no-tickets.cnf").write_text(NO_TICKETS_OPENSSL_CONF)
+            env = os.environ | {"OPENSSL_CONF": str(tmp / "no-tickets.cnf")}
+        proc = procs.start("gateway", argv, cwd=REPO, env=env)
         ready = [f"http://127.0.0.1:{admin_port}/readyz", urls["gateway"]]
-        wait_ready(procs, "gateway", proc, ready, sc.body)
+        wait_ready(procs, "gateway", proc, ready, sc.body, tls)
+        started["gateway"] = proc
 
-    if "bare" in args.targets:
+    if "bare" in targets:
         argv = [sys.executable, str(REPO / "bench" / "bare_proxy.py"), str(ports["bare"]), str(up)]
         proc = procs.start("bare", argv, cwd=REPO)
         wait_ready(procs, "bare", proc, [urls["bare"]], sc.body)
+        started["bare"] = proc
 
-    results = []
-    for target in args.targets:
+    if tls is not None:
+        for target in targets:
+            run.tls[target] = probe = tls_probe(target, ports[target], sc.path, sc.body, tls)
+            if not (probe.same_certificate and probe.closes):
+                raise RuntimeError(f"{target}: TLS probe failed: {probe}")
+
+    for target in targets:
         print(f"# {target}: warm-up {WARMUP_S} s, then {args.duration} s", file=sys.stderr)
-        run_wrk(procs, f"wrk-{target}-warmup", urls[target], args.connections, WARMUP_S)
-        out = run_wrk(procs, f"wrk-{target}", urls[target], args.connections, args.duration)
-        results.append(parse_wrk(target, out))
-    return results
+        run_wrk(procs, f"wrk-{target}-warmup", urls[target], args.connections, WARMUP_S, sc)
+        pgid = started[target].pid  # each target runs in its own session / process group
+        opened, cpu = passive_opens(), group_cpu_s(pgid)
+        out = run_wrk(procs, f"wrk-{target}", urls[target], args.connections, args.duration, sc)
+        opened_after, cpu_after = passive_opens(), group_cpu_s(pgid)
+        result = parse_wrk(target, out)
+        if opened is not None and opened_after is not None:
+            result.connections_opened = opened_after - opened
+        if cpu is not None and cpu_after is not None:
+            result.cpu_s = cpu_after - cpu
+        run.results.append(result)
+    return run
 
 
 def checks(results: list[Result]) -> list[dict[str, Any]]:
@@ -349,18 +564,35 @@ def checks(results: list[Result]) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def print_report(
-    args: argparse.Namespace, results: list[Result], checked: list[dict[str, Any]]
-) -> None:
+def print_report(args: argparse.Namespace, run: Run, checked: list[dict[str, Any]]) -> None:
     sc = SCENARIOS[args.scenario]
     print(f"scenario {args.scenario}: {sc.description}")
-    print(f"wrk -t1 -c{args.connections} -d{args.duration}s, {args.workers} worker(s) per proxy\n")
-    print(f"{'target':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}")
-    for r in results:
+    extra = ', -H "Connection: close"' if sc.new_connection else ""
+    print(
+        f"wrk -t1 -c{args.connections} -d{args.duration}s{extra}, "
+        f"{args.workers} worker(s) per proxy"
+    )
+    if sc.tls:
+        print(f"TLS session resumption offered by both proxies: {args.tls_resumption}")
+    for target, probe in run.tls.items():
+        print(
+            f"  {target}: {probe.version} {probe.cipher}, same certificate: "
+            f"{probe.same_certificate}, a second connection resumed: {probe.resumed}"
+        )
+    print(
+        f"\n{'target':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
+        f"{'conn/req':>10}{'cpu us/req':>12}"
+    )
+    for r in run.results:
+        cpr, cpu = r.connections_per_request, r.cpu_us_per_request
         print(
             f"{r.target:<10}{r.requests_per_s:>12,.0f}{r.p50_ms:>10.2f}"
-            f"{r.p99_ms:>10.2f}{r.errors:>9}"
+            f"{r.p99_ms:>10.2f}{r.errors:>9}{'?' if cpr is None else f'{cpr:.3f}':>10}"
+            f"{'?' if cpu is None else f'{cpu:.0f}':>12}"
         )
+    for target, why in run.skipped.items():
+        cells = "".join(f"{'n/a':>{width}}" for width in (12, 10, 10, 9, 10, 12))
+        print(f"{target:<10}{cells}  ({why})")
     if checked:
         print()
     for c in checked:
@@ -382,6 +614,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["nginx", "gateway", "bare"],
         help="comma-separated, from: upstream (direct), nginx, gateway, bare (bench/bare_proxy.py)",
     )
+    parser.add_argument(
+        "--tls-resumption",
+        choices=["on", "off"],
+        default="on",
+        help="TLS scenarios: both proxies issue session tickets (on, their defaults) or "
+        "neither does, so every new connection is a full handshake (off)",
+    )
     parser.add_argument("--json", action="store_true", help="print results as JSON")
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
@@ -400,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.chmod(0o755)
     procs = Processes(tmp)
     try:
-        results = benchmark(args, tmp, procs)
+        run = benchmark(args, tmp, procs)
     finally:
         procs.close()
         if args.keep:
@@ -408,19 +647,31 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    checked = checks(results)
+    checked = checks(run.results)
     if args.json:
         doc = {
             "scenario": args.scenario,
             "duration_s": args.duration,
             "connections": args.connections,
             "workers": args.workers,
-            "results": [vars(r) | {"errors": r.errors} for r in results],
+            "results": [
+                vars(r)
+                | {
+                    "errors": r.errors,
+                    "connections_per_request": r.connections_per_request,
+                    "cpu_us_per_request": r.cpu_us_per_request,
+                }
+                for r in run.results
+            ],
+            "skipped": run.skipped,
             "checks": checked,
         }
+        if SCENARIOS[args.scenario].tls:
+            doc["tls_resumption"] = args.tls_resumption
+            doc["tls"] = {target: vars(probe) for target, probe in run.tls.items()}
         print(json.dumps(doc, indent=2))
     else:
-        print_report(args, results, checked)
+        print_report(args, run, checked)
     failed = any(not c["passed"] for c in checked)
     return 1 if args.strict and failed else 0
 
