@@ -264,9 +264,7 @@ class Handler:
         path, _, query = target.partition("?")
         headers: CIMultiDict[str] = CIMultiDict(request.headers)
         # Not request.host: without a Host header aiohttp would resolve our own FQDN.
-        host = headers.get("Host", "")
-        # Drop the port: "[v6]:port" keeps its brackets, "name:port" loses ":port".
-        host = (host[: host.find("]") + 1] if host[:1] == "[" else host.partition(":")[0]).lower()
+        host = _host_without_port(headers.get("Host", "")).lower()
         method = request.method
         route = rt.table.match(host, path, method, headers)
         if route is None:
@@ -323,10 +321,14 @@ class Handler:
         return f"<Handler {self.runtime!r}>"
 
 
+def _host_without_port(host: str) -> str:
+    """'[v6]:port' keeps its brackets, 'name:port' loses ':port'."""
+    return host[: host.find("]") + 1] if host[:1] == "[" else host.partition(":")[0]
+
+
 def _redirect(request: BaseRequest, port: int) -> web.Response:
     """308 to the same URL over https (RFC 9110 15.4.9 keeps the method and body)."""
-    host = request.headers.get("Host", "")
-    host = host[: host.find("]") + 1] if host[:1] == "[" else host.partition(":")[0]
+    host = _host_without_port(request.headers.get("Host", ""))
     if not host:
         reply = Reply.error(400, "bad_request", "a Host header is needed to redirect", "")
         return Response(status=400, headers=reply.headers, body=reply.body)
