@@ -11,14 +11,18 @@ no longer referenced are drained (`retired_pools`).
 
 from __future__ import annotations
 
+import asyncio
+
 from gateway.config.model import Config
 from gateway.config.model import Route as RouteConfig
 from gateway.config.model import Upstream as UpstreamConfig
 from gateway.filters import HeaderFilter
+from gateway.filters.ratelimit import build_ratelimit_filter
 from gateway.forwarded import TrustedProxies
 from gateway.pipeline import Filter, compile_chain
 from gateway.proxy import Forwarder, Upstream
 from gateway.routing import Route, RouteTable
+from gateway.store.stores import RateLimitStores
 from gateway.upstream import ConnectionPool, EndpointSpec
 
 
@@ -41,8 +45,11 @@ def endpoint_specs(cfg: UpstreamConfig) -> list[EndpointSpec]:
     ]
 
 
+STORES_DRAIN_S = 5.0
+
+
 class Runtime:
-    __slots__ = ("config", "config_hash", "pools", "table", "trusted", "upstreams")
+    __slots__ = ("config", "config_hash", "pools", "stores", "table", "trusted", "upstreams")
 
     def __init__(
         self,
@@ -51,8 +58,10 @@ class Runtime:
         table: RouteTable,
         upstreams: dict[str, Upstream],
         pools: dict[EndpointSpec, ConnectionPool],
+        stores: RateLimitStores,
     ) -> None:
         self.config = config
+        self.stores = stores  # rate-limit stores (Redis client, memory buckets)
         self.config_hash = config_hash
         self.table = table
         self.upstreams = upstreams
@@ -62,6 +71,10 @@ class Runtime:
     @classmethod
     def build(cls, config: Config, config_hash: str, previous: Runtime | None = None) -> Runtime:
         old_pools = previous.pools if previous is not None else {}
+        # Same Redis/rate-limit settings: the same stores (client, buckets, counters).
+        stores = RateLimitStores.for_config(
+            config, previous=previous.stores if previous is not None else None
+        )
         pools: dict[EndpointSpec, ConnectionPool] = {}
         upstreams: dict[str, Upstream] = {}
         for name, ucfg in config.upstreams.items():
@@ -89,17 +102,27 @@ class Runtime:
                 request_id_header=server.request_id_header,
                 forwarding=config.forwarding,
             )
-            route.handler = compile_chain(route_filters(rcfg), forwarder)
+            route.handler = compile_chain(route_filters(rcfg, stores), forwarder)
             routes.append(route)
-        return cls(config, config_hash, RouteTable(routes), upstreams, pools)
+        return cls(config, config_hash, RouteTable(routes), upstreams, pools, stores)
 
     def retired_pools(self, successor: Runtime) -> list[ConnectionPool]:
         """Pools of this runtime that `successor` no longer uses."""
         return [p for spec, p in self.pools.items() if successor.pools.get(spec) is not p]
 
+    async def retire(self, successor: Runtime) -> None:
+        """Release what `successor` no longer uses (after a reload swapped it in)."""
+        for pool in self.retired_pools(successor):
+            await pool.close()
+        if successor.stores is not self.stores:
+            # Let decisions already waiting on the old Redis client finish first.
+            await asyncio.sleep(STORES_DRAIN_S)
+            await self.stores.close()
+
     async def close(self) -> None:
         for pool in self.pools.values():
             await pool.close()
+        await self.stores.close()
 
     def __repr__(self) -> str:
         return (
@@ -108,7 +131,7 @@ class Runtime:
         )
 
 
-def route_filters(rcfg: RouteConfig) -> dict[str, Filter]:
+def route_filters(rcfg: RouteConfig, stores: RateLimitStores) -> dict[str, Filter]:
     """The filters a route configures, by name.
 
     Each filter issue adds its builder here (config section -> immutable filter
@@ -117,4 +140,7 @@ def route_filters(rcfg: RouteConfig) -> dict[str, Filter]:
     filters: dict[str, Filter] = {}
     if rcfg.headers is not None and not rcfg.headers.empty:
         filters["headers"] = HeaderFilter(rcfg.headers, route=rcfg.name, upstream=rcfg.upstream)
+    ratelimit = build_ratelimit_filter(rcfg, stores)
+    if ratelimit is not None:
+        filters["ratelimit"] = ratelimit
     return filters

@@ -190,8 +190,7 @@ class Worker:
         self.reloads.last_errors = []
         if config.listeners != old.config.listeners or config.server != old.config.server:
             log.warning("listeners or server limits changed: they apply after a restart")
-        for pool in old.retired_pools(new):
-            self._tasks.append(asyncio.create_task(pool.close()))
+        self._tasks.append(asyncio.create_task(old.retire(new)))
         # The old config's objects were frozen at start: thaw them so they can be
         # collected, and freeze the new set once in-flight requests had time to end.
         gc.unfreeze()

@@ -30,7 +30,7 @@ import re
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from gateway.config.fields import Method, Name, StrictModel, Token, choice, split_host_port, unit
 from gateway.config.units import Duration
@@ -96,7 +96,7 @@ def _key_part(v: Any) -> Any:
             return {"source": v}
         raise ValueError(f"invalid key part {v!r}: {_KEY_HELP}")
     if isinstance(v, dict) and len(v) == 1:
-        (kind, name), = v.items()
+        ((kind, name),) = v.items()
         if kind in ("header", "cookie"):
             if not isinstance(name, str) or not name:
                 raise ValueError(f"invalid {kind} name {name!r}: expected a non-empty string")
@@ -108,12 +108,17 @@ def _key_part(v: Any) -> Any:
     raise ValueError(f"invalid key part {v!r}: {_KEY_HELP}")
 
 
+def _not_empty(v: str) -> str:
+    if not v:
+        raise ValueError("must not be empty")
+    return v
+
+
 class MissingKey(StrictModel):
     """What to do when a request lacks a key part (header or cookie absent or empty)."""
 
-    fallback: str | None = Field(
+    fallback: Annotated[str, AfterValidator(_not_empty)] | None = Field(
         default=None,
-        min_length=1,
         description="Use this value for the missing part (one bucket shared by all such "
         "clients); none rejects the request with 400.",
     )
@@ -178,9 +183,7 @@ class RateLimitPolicy(StrictModel):
         Literal["enforce", "shadow"], BeforeValidator(choice("mode", ("enforce", "shadow")))
     ] = Field(default="enforce", description="'shadow': decide and count, never block.")
     store: (
-        Annotated[
-            Literal["memory", "redis"], BeforeValidator(choice("store", ("memory", "redis")))
-        ]
+        Annotated[Literal["memory", "redis"], BeforeValidator(choice("store", ("memory", "redis")))]
         | None
     ) = Field(
         default=None,

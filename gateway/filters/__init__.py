@@ -6,6 +6,8 @@ builds a route's filters from its config and the pipeline puts them in FILTER_OR
 headers.py  HeaderFilter: request/response set/add/remove with compiled templates
             (${client_ip}, ${tls_version}, ...), security response headers (HSTS over
             TLS only)
+ratelimit.py  RateLimitFilter: token-bucket policies per route (memory or Redis store,
+              batched), 429 + RateLimit headers; build_ratelimit_filter(route, stores)
 """
 
 from gateway.filters.headers import HeaderFilter

@@ -153,9 +153,7 @@ def _handshake_logging_class(at: str) -> type[ssl.SSLObject]:
                 raise
             except ssl.SSLError as exc:
                 sni = getattr(self, "gateway_sni", None)
-                log.warning(
-                    "TLS handshake failed on %s (sni=%s): %s", at, sni, exc.reason or exc
-                )
+                log.warning("TLS handshake failed on %s (sni=%s): %s", at, sni, exc.reason or exc)
                 raise
 
     return HandshakeLoggingSSLObject

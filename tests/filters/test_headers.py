@@ -24,6 +24,7 @@ from gateway.pipeline import compile_chain
 from gateway.proxy import HOP_BY_HOP
 from gateway.routing import Route
 from gateway.runtime import route_filters
+from gateway.store.stores import RateLimitStores
 from gateway.tls.facts import ClientCertFacts, client_cert_facts
 from tests.tls.certs import make_ca
 
@@ -391,7 +392,7 @@ ROUTE_FILTER_CASES: list[tuple[str, dict[str, Any] | None, bool]] = [
     ids=[c[0] for c in ROUTE_FILTER_CASES],
 )
 def test_route_filters(headers: dict[str, Any] | None, installed: bool) -> None:
-    filters = route_filters(route_config(headers))
+    filters = route_filters(route_config(headers), RateLimitStores())
     assert list(filters) == (["headers"] if installed else [])
     if installed:
         assert isinstance(filters["headers"], HeaderFilter)
@@ -399,7 +400,8 @@ def test_route_filters(headers: dict[str, Any] | None, installed: bool) -> None:
 
 async def test_in_a_compiled_chain() -> None:
     filters = route_filters(
-        route_config({"request": {"set": {"X-Client": "${client_ip}:${client_port}"}}})
+        route_config({"request": {"set": {"X-Client": "${client_ip}:${client_port}"}}}),
+        RateLimitStores(),
     )
     terminal = Terminal()
     reply = await compile_chain(filters, terminal)(exchange())
