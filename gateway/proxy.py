@@ -8,25 +8,63 @@ Proxy semantics per RFC 9110 section 7.6:
   which hops are trusted); the request id is generated when absent, sent upstream
   and returned to the client.
 
-Retries: a connect failure sent nothing, so any method moves on to the next
-endpoint. The stale keep-alive race (a pooled connection the upstream had closed) is
-retried inside the pool on a fresh connection for idempotent requests whose body was
-not consumed, so the client never sees it.
+Resilience (the order of one request):
+1. the bulkhead: a slot among the upstream's `max_concurrent`, or a place in its
+   queue, or 503 at once;
+2. the balancer picks an available member (breaker admits, health check passes)
+   not tried yet; when none is left before anything was tried, 503 at once with
+   Retry-After (seconds until the earliest breaker half-opens): never a timeout;
+3. the result feeds the member's breaker: connect errors, timeouts, broken
+   responses and `failure_statuses` are failures, anything else (4xx too) success;
+   a half-open breaker's request is its probe;
+4. retries on another member: a connect failure sent nothing, so any method moves
+   on (not charged to the budget: nothing reached the service, and the breakers
+   soon stop it); a retriable status, a timeout or a broken response is retried
+   for idempotent methods whose body is replayable (none, or held in memory), at
+   most `attempts` times and only while the route's retry budget allows.
+   `per_try_timeout` bounds each try's wait for the response head (as the deadline
+   handed to the pool; the body then reads under the route's deadline).
+
+The stale keep-alive race (a pooled connection the upstream had closed) is retried
+inside the pool on a fresh connection for idempotent requests whose body was not
+consumed, so the client never sees it (and the breaker does not count it).
+
+The hot path adds one clock read and a compare (lazy breaker cool-down), one
+attribute test per candidate in the balancer, a rolling-window add for the breaker
+and one for the retry budget; nothing is allocated for it.
+Known gap: a timeout or a broken body after the response head was forwarded is not
+counted by the breaker (the reply is already the client's).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from multidict import CIMultiDict
 
+from gateway.body import BytesBody
 from gateway.config.forwarding_model import Forwarding
-from gateway.errors import NoUpstreamAvailable, UpstreamConnectError
+from gateway.errors import (
+    GatewayError,
+    NoUpstreamAvailable,
+    UpstreamConnectError,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.exchange import Exchange, Reply
 from gateway.forwarded import forwarded_element
 from gateway.pipeline import Next
-from gateway.upstream import ConnectionPool, RoundRobin
+from gateway.upstream import ConnectionPool, RetryBudget, RetryPolicy, UpstreamResponse
+from gateway.upstream.breaker import HALF_OPEN
+from gateway.upstream.service import Upstream
+
+__all__ = ["HOP_BY_HOP", "IDEMPOTENT", "Forwarder", "Upstream", "filter_headers", "make_terminal"]
+
+Clock = Callable[[], float]
+HashKeyOf = Callable[[Exchange], str | None]
+_NONE: frozenset[str] = frozenset()
 
 # RFC 9110 7.6.1 plus the de-facto ones (Keep-Alive, Proxy-Connection). Content-Length
 # is not hop-by-hop, but framing is rebuilt on each side, so it is dropped too.
@@ -63,33 +101,45 @@ def filter_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in items if k.lower() not in drop]
 
 
-class Upstream:
-    """A named pool of endpoints and how to pick one."""
+def hash_key_of(kind: str, name: str) -> HashKeyOf:
+    """A reader of the consistent-hash key from a request (built at load)."""
+    if kind == "header":
+        return lambda ex: ex.headers.get(name)
+    if kind == "cookie":
+        prefix = f"{name}="
 
-    __slots__ = ("balancer", "name", "pools")
+        def cookie(ex: Exchange) -> str | None:
+            for header in ex.headers.getall("Cookie", ()):
+                for part in header.split(";"):
+                    part = part.strip()
+                    if part.startswith(prefix):
+                        return part[len(prefix) :]
+            return None
 
-    def __init__(self, name: str, pools: list[ConnectionPool]) -> None:
-        self.name = name
-        self.pools = pools
-        self.balancer = RoundRobin(pools)
-
-    def __repr__(self) -> str:
-        return f"<Upstream {self.name} endpoints={[p.spec.key for p in self.pools]}>"
+        return cookie
+    return lambda ex: ex.client_ip
 
 
 class Forwarder:
     """Per-route terminal; everything it needs is computed once at config load."""
 
     __slots__ = (
+        "_leave",
+        "budget",
         "cert_headers",
+        "clock",
         "connect_timeout_s",
         "forwarded",
+        "hash_key_of",
+        "per_try_timeout_s",
         "preserve_host",
         "read_timeout_s",
         "rebuilt",
         "rebuilt_and_host",
         "request_id_header",
+        "retry_attempts",
         "retry_idempotent",
+        "retry_statuses",
         "rewrite",
         "total_timeout_s",
         "untrusted_drop",
@@ -111,8 +161,20 @@ class Forwarder:
         via: str,
         request_id_header: str,
         forwarding: Forwarding | None = None,
+        retry: RetryPolicy | None = None,
+        budget: RetryBudget | None = None,
+        clock: Clock = time.monotonic,
     ) -> None:
         self.upstream = upstream
+        policy = retry if retry is not None else RetryPolicy()
+        self.budget = budget if budget is not None else RetryBudget(policy)
+        self.retry_attempts = policy.attempts
+        self.retry_statuses = policy.on_statuses
+        self.per_try_timeout_s = policy.per_try_timeout_s
+        self.clock = clock
+        hk = upstream.hash_key
+        self.hash_key_of: HashKeyOf | None = hash_key_of(*hk) if hk is not None else None
+        self._leave = upstream.bulkhead.leave if upstream.bulkhead is not None else None
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.total_timeout_s = total_timeout_s
@@ -184,48 +246,160 @@ class Forwarder:
         if self.rewrite is not None:
             path = self.rewrite(path)  # type: ignore[operator]
         target = f"{path}?{ex.query}" if ex.query else path
+        now = self.clock()
+        up = self.upstream
+        group = up.group
+        if now >= group.wake_at:
+            group.wake(now)  # ejections that ended: those breakers go half-open
+        leave = self._leave
+        if leave is None:
+            return await self._forward(ex, target, now)
+        bulkhead = up.bulkhead
+        assert bulkhead is not None
+        if not bulkhead.enter() and not await bulkhead.wait():
+            reply = Reply.error(
+                503,
+                "upstream_busy",
+                f"upstream '{up.name}' is at its limit of concurrent requests",
+                ex.request_id,
+            )
+            reply.headers["Retry-After"] = "1"
+            return reply
+        try:
+            reply = await self._forward(ex, target, now)
+        except BaseException:
+            leave()
+            raise
+        if reply.stream is not None:
+            reply.stream.when_done(leave)
+        else:
+            leave()
+        return reply
+
+    async def _forward(self, ex: Exchange, target: str, now: float) -> Reply:
+        loop = asyncio.get_running_loop()
         deadline = None
         if self.total_timeout_s > 0:
-            deadline = asyncio.get_running_loop().time() + self.total_timeout_s
-        retry_stale = self.retry_idempotent and ex.method in IDEMPOTENT
-        balancer = self.upstream.balancer
-        tried: set[str] = set()
-        last: UpstreamConnectError | None = None
-        for _ in self.upstream.pools:
+            deadline = loop.time() + self.total_timeout_s
+        method = ex.method
+        idempotent = method in IDEMPOTENT
+        retry_stale = self.retry_idempotent and idempotent
+        retries_left = 0
+        if idempotent and self.retry_attempts and (ex.body is None or type(ex.body) is BytesBody):
+            retries_left = self.retry_attempts
+            self.budget.on_request(now)
+        up = self.upstream
+        balancer = up.balancer
+        hash_key = self.hash_key_of(ex) if self.hash_key_of is not None else None
+        tried: set[str] | None = None
+        last: GatewayError | None = None
+        pending: UpstreamResponse | None = None  # a retriable answer kept as a fallback
+        pending_pool = up.members[0].pool
+        for _ in range(len(up.members) + self.retry_attempts):
             try:
-                pool = balancer.pick(tried) if tried else balancer.pick()
+                member = balancer.pick(tried if tried is not None else _NONE, hash_key)
             except NoUpstreamAvailable:
                 break
+            if pending is not None:
+                pending.abort()
+                pending = None
+            breaker = member.breaker
+            probe = breaker.state is HALF_OPEN
+            if probe:
+                breaker.start_probe()
+            pool = member.pool
+            try_deadline = deadline
+            if self.per_try_timeout_s:
+                per_try = loop.time() + self.per_try_timeout_s
+                if deadline is None or per_try < deadline:
+                    try_deadline = per_try
             try:
                 resp = await pool.request(
-                    ex.method,
+                    method,
                     target,
                     self.upstream_headers(ex, pool),
                     ex.body,
                     content_length=ex.content_length,
                     connect_timeout_s=self.connect_timeout_s,
                     read_timeout_s=self.read_timeout_s,
-                    deadline=deadline,
+                    deadline=try_deadline,
                     retry_stale=retry_stale,
                 )
             except UpstreamConnectError as exc:
                 # Nothing was sent: safe to try the next endpoint whatever the method.
+                if probe:
+                    breaker.probe_result(now, False)
+                else:
+                    breaker.on_failure(now, unreachable=True)
                 last = exc
-                tried.add(pool.key)
+                tried = _add(tried, member.key)
                 ex.state.setdefault("upstream_errors", []).append(f"{pool.key}: {exc}")
                 continue
-            ex.state["endpoint"] = pool
-            headers: CIMultiDict[str] = CIMultiDict(filter_headers(resp.headers))
-            headers.add("Via", self.via)
-            if ex.upgrade and resp.status == 101:
-                headers["Connection"] = "upgrade"
-                headers["Upgrade"] = next(
-                    (v for k, v in resp.headers if k.lower() == "upgrade"), ""
-                )
-            return Reply(resp.status, headers, stream=resp)
+            except (UpstreamTimeout, UpstreamError) as exc:
+                if probe:
+                    breaker.probe_result(now, False)
+                else:
+                    breaker.on_failure(now)
+                ex.state.setdefault("upstream_errors", []).append(f"{pool.key}: {exc}")
+                if (
+                    retries_left
+                    and (deadline is None or loop.time() < deadline)
+                    and self.budget.try_retry(self.clock())
+                ):
+                    retries_left -= 1
+                    last = exc
+                    tried = _add(tried, member.key)
+                    continue
+                raise
+            except BaseException:
+                if probe:
+                    breaker.probe_result(now, None)  # no verdict: free the probe slot
+                raise
+            status = resp.status
+            if probe:
+                breaker.probe_result(now, status not in breaker.failure_statuses)
+            elif status in breaker.failure_statuses:
+                breaker.on_failure(now)
+            else:
+                breaker.on_success(now)
+            if try_deadline is not deadline:
+                resp.set_deadline(deadline)
+            if (
+                retries_left
+                and status in self.retry_statuses
+                and self.budget.try_retry(self.clock())
+            ):
+                retries_left -= 1
+                pending, pending_pool = resp, pool
+                tried = _add(tried, member.key)
+                continue
+            return self._reply(ex, resp, pool)
+        if pending is not None:
+            return self._reply(ex, pending, pending_pool)
         if last is not None:
             raise last
-        raise NoUpstreamAvailable(f"no endpoint of upstream '{self.upstream.name}' is available")
+        return self._unavailable(ex, now)
+
+    def _reply(self, ex: Exchange, resp: UpstreamResponse, pool: ConnectionPool) -> Reply:
+        ex.state["endpoint"] = pool
+        headers: CIMultiDict[str] = CIMultiDict(filter_headers(resp.headers))
+        headers.add("Via", self.via)
+        if ex.upgrade and resp.status == 101:
+            headers["Connection"] = "upgrade"
+            headers["Upgrade"] = next((v for k, v in resp.headers if k.lower() == "upgrade"), "")
+        return Reply(resp.status, headers, stream=resp)
+
+    def _unavailable(self, ex: Exchange, now: float) -> Reply:
+        """Every member is out (breaker or health): 503 now, with Retry-After."""
+        up = self.upstream
+        reply = Reply.error(
+            503,
+            NoUpstreamAvailable.code,
+            f"no endpoint of upstream '{up.name}' is available",
+            ex.request_id,
+        )
+        reply.headers["Retry-After"] = str(up.retry_after_s(now))
+        return reply
 
     def __repr__(self) -> str:
         return f"<Forwarder upstream={self.upstream.name}>"
@@ -252,6 +426,13 @@ _SPOOFABLE = frozenset(
 def _append(h: CIMultiDict[str], name: str, value: str) -> str:
     prev = h.getall(name, ())
     return ", ".join((*prev, value)) if prev else value
+
+
+def _add(tried: set[str] | None, key: str) -> set[str]:
+    if tried is None:
+        return {key}
+    tried.add(key)
+    return tried
 
 
 def make_terminal(fw: Forwarder) -> Next:

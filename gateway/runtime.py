@@ -7,23 +7,34 @@ pool whose endpoint settings did not change, so warm keep-alive connections
 survive a reload. The server then swaps one reference. In-flight requests hold
 their own Route and pool objects and finish on the config they started with; pools
 no longer referenced are drained (`retired_pools`).
+
+Resilience state survives a reload the same way: breakers and health states per
+(upstream, endpoint) while their settings are equal (`build_upstream`), retry budgets
+per (route, retry settings). Health checkers run as tasks of the worker:
+`start_health()` on the live Runtime, `stop_health(successor)` on the one replaced
+(checkers the successor reuses keep running). `clock` (default time.monotonic) is
+the time source of breakers and budgets; tests inject a fake one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 
 from gateway.config.model import Config
 from gateway.config.model import Route as RouteConfig
 from gateway.config.model import Upstream as UpstreamConfig
-from gateway.filters import HeaderFilter
+from gateway.filters import HeaderFilter, ScreeningFilter, SizeFilter
 from gateway.filters.ratelimit import build_ratelimit_filter
 from gateway.forwarded import TrustedProxies
 from gateway.pipeline import Filter, compile_chain
 from gateway.proxy import Forwarder, Upstream
 from gateway.routing import Route, RouteTable
 from gateway.store.stores import RateLimitStores
-from gateway.upstream import ConnectionPool, EndpointSpec
+from gateway.upstream import ConnectionPool, EndpointSpec, RetryBudget, RetryPolicy
+from gateway.upstream.health import HealthChecker
+from gateway.upstream.service import build_upstream
 
 
 def endpoint_specs(cfg: UpstreamConfig) -> list[EndpointSpec]:
@@ -49,7 +60,17 @@ STORES_DRAIN_S = 5.0
 
 
 class Runtime:
-    __slots__ = ("config", "config_hash", "pools", "stores", "table", "trusted", "upstreams")
+    __slots__ = (
+        "budgets",
+        "clock",
+        "config",
+        "config_hash",
+        "pools",
+        "stores",
+        "table",
+        "trusted",
+        "upstreams",
+    )
 
     def __init__(
         self,
@@ -59,7 +80,11 @@ class Runtime:
         upstreams: dict[str, Upstream],
         pools: dict[EndpointSpec, ConnectionPool],
         stores: RateLimitStores,
+        budgets: dict[tuple[str, RetryPolicy], RetryBudget] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.budgets = budgets if budgets is not None else {}
+        self.clock = clock
         self.config = config
         self.stores = stores  # rate-limit stores (Redis client, memory buckets)
         self.config_hash = config_hash
@@ -69,7 +94,19 @@ class Runtime:
         self.trusted = TrustedProxies(config.trusted_networks)
 
     @classmethod
-    def build(cls, config: Config, config_hash: str, previous: Runtime | None = None) -> Runtime:
+    def build(
+        cls,
+        config: Config,
+        config_hash: str,
+        previous: Runtime | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> Runtime:
+        if clock is None:
+            clock = previous.clock if previous is not None else time.monotonic
+        now = clock()
+        old_upstreams = previous.upstreams if previous is not None else {}
+        old_budgets = previous.budgets if previous is not None else {}
+        budgets: dict[tuple[str, RetryPolicy], RetryBudget] = {}
         old_pools = previous.pools if previous is not None else {}
         # Same Redis/rate-limit settings: the same stores (client, buckets, counters).
         stores = RateLimitStores.for_config(
@@ -83,13 +120,16 @@ class Runtime:
                 pool = pools.get(spec) or old_pools.get(spec) or ConnectionPool(spec)
                 pools[spec] = pool
                 members.append(pool)
-            upstreams[name] = Upstream(name, members)
+            upstreams[name] = build_upstream(name, ucfg, members, old_upstreams.get(name), now)
 
         server = config.server
         routes = []
         for rcfg in config.routes:
             route = Route(rcfg)
             route.upstream = upstreams[rcfg.upstream]
+            retry = retry_policy(rcfg)
+            bkey = (rcfg.name, retry)
+            budget = budgets[bkey] = old_budgets.get(bkey) or RetryBudget(retry)
             forwarder = Forwarder(
                 route.upstream,
                 connect_timeout_s=rcfg.timeouts.connect,
@@ -101,10 +141,31 @@ class Runtime:
                 via=server.via,
                 request_id_header=server.request_id_header,
                 forwarding=config.forwarding,
+                retry=retry,
+                budget=budget,
+                clock=clock,
             )
             route.handler = compile_chain(route_filters(rcfg, stores), forwarder)
             routes.append(route)
-        return cls(config, config_hash, RouteTable(routes), upstreams, pools, stores)
+        return cls(
+            config, config_hash, RouteTable(routes), upstreams, pools, stores, budgets, clock
+        )
+
+    @property
+    def health_checkers(self) -> list[HealthChecker]:
+        return [u.checker for u in self.upstreams.values() if u.checker is not None]
+
+    def start_health(self) -> None:
+        """Run this runtime's health checks in the current loop (idempotent)."""
+        for checker in self.health_checkers:
+            checker.start()
+
+    async def stop_health(self, successor: Runtime | None = None) -> None:
+        """Stop the checkers that `successor` does not reuse (all without one)."""
+        keep = {id(c) for c in successor.health_checkers} if successor is not None else set()
+        for checker in self.health_checkers:
+            if id(checker) not in keep:
+                await checker.stop()
 
     def retired_pools(self, successor: Runtime) -> list[ConnectionPool]:
         """Pools of this runtime that `successor` no longer uses."""
@@ -112,6 +173,7 @@ class Runtime:
 
     async def retire(self, successor: Runtime) -> None:
         """Release what `successor` no longer uses (after a reload swapped it in)."""
+        await self.stop_health(successor)
         for pool in self.retired_pools(successor):
             await pool.close()
         if successor.stores is not self.stores:
@@ -120,6 +182,7 @@ class Runtime:
             await self.stores.close()
 
     async def close(self) -> None:
+        await self.stop_health()
         for pool in self.pools.values():
             await pool.close()
         await self.stores.close()
@@ -131,6 +194,17 @@ class Runtime:
         )
 
 
+def retry_policy(rcfg: RouteConfig) -> RetryPolicy:
+    r = rcfg.retries
+    return RetryPolicy(
+        attempts=r.attempts,
+        per_try_timeout_s=r.per_try_timeout,
+        on_statuses=frozenset(r.on_statuses),
+        budget_percent=r.budget_percent,
+        min_retries_per_s=r.min_retries_per_s,
+    )
+
+
 def route_filters(rcfg: RouteConfig, stores: RateLimitStores) -> dict[str, Filter]:
     """The filters a route configures, by name.
 
@@ -140,6 +214,10 @@ def route_filters(rcfg: RouteConfig, stores: RateLimitStores) -> dict[str, Filte
     filters: dict[str, Filter] = {}
     if rcfg.headers is not None and not rcfg.headers.empty:
         filters["headers"] = HeaderFilter(rcfg.headers, route=rcfg.name, upstream=rcfg.upstream)
+    if rcfg.limits is not None:
+        filters["size"] = SizeFilter(rcfg.limits, route=rcfg.name)
+    if rcfg.screening is not None:
+        filters["screening"] = ScreeningFilter(rcfg.screening, route=rcfg.name)
     ratelimit = build_ratelimit_filter(rcfg, stores)
     if ratelimit is not None:
         filters["ratelimit"] = ratelimit

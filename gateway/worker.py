@@ -81,8 +81,15 @@ class ReloadStats:
 
 
 class Worker:
-    def __init__(self, config_path: str | Path, *, worker_id: int = 0) -> None:
+    def __init__(
+        self,
+        config_path: str | Path,
+        *,
+        worker_id: int = 0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.path = Path(config_path)
+        self.clock = clock  # breakers' and retry budgets' time source; None: monotonic
         self.worker_id = worker_id
         self.handlers: list[Handler] = []  # one per listener, all on the same Runtime
         self.tls: list[ServerTLS] = []
@@ -109,7 +116,7 @@ class Worker:
         """Load the config (ConfigErrors propagate: nothing to serve) and listen."""
         config = load_config(self.path)
         self._stat = self._file_stat()
-        runtime = Runtime.build(config, config_hash(self.path))
+        runtime = Runtime.build(config, config_hash(self.path), clock=self.clock)
         srv = config.server
         loop = asyncio.get_running_loop()
         for i, lst in enumerate(config.listeners):
@@ -149,6 +156,7 @@ class Worker:
             self.bound.append((bound_host, bound_port))
         if srv.watch_config:
             self._tasks.append(asyncio.create_task(self._watch(srv.watch_interval)))
+        runtime.start_health()  # each worker checks its own endpoints (health.py)
         settle_gc()
         self.ready = True
         log.info(
@@ -186,6 +194,7 @@ class Worker:
         old = self.runtime
         for handler in self.handlers:
             handler.runtime = new  # the swap: one reference per listener
+        new.start_health()  # checkers reused from `old` keep running; retire stops the rest
         self.reloads.ok += 1
         self.reloads.last_errors = []
         if config.listeners != old.config.listeners or config.server != old.config.server:

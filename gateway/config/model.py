@@ -17,7 +17,8 @@ file used.
 
 The TLS models (listener certificates, client certificates, upstream TLS) live in
 `tls_model.py`, a route's header rules in `headers_model.py`, rate limit policies and
-the Redis store in `ratelimit_model.py`; this module re-exports them.
+the Redis store in `ratelimit_model.py`, balancing, breakers, health checks, limits
+and retries in `resilience_model.py`; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -51,20 +52,35 @@ from gateway.config.ratelimit_model import (
     RateLimitSettings,
     RedisSettings,
 )
+from gateway.config.resilience_model import (
+    Balancing,
+    BreakerSettings,
+    HashKey,
+    HealthCheck,
+    Retries,
+    UpstreamLimits,
+)
+from gateway.config.screening_model import Exclusion, Limits, Screening
 from gateway.config.tls_model import CertificatePair, ListenerTLS, UpstreamTLS
 from gateway.config.units import Duration, Size
 
 __all__ = [
     "NAME_PATTERN",
     "Admin",
+    "Balancing",
+    "BreakerSettings",
     "CertificatePair",
     "ClientCertHeaders",
     "Config",
     "Endpoint",
+    "Exclusion",
     "Forwarding",
+    "HashKey",
     "HeaderEdits",
     "HeaderMatch",
     "HeaderRules",
+    "HealthCheck",
+    "Limits",
     "Listener",
     "ListenerTLS",
     "Match",
@@ -73,13 +89,16 @@ __all__ = [
     "RateLimitPolicy",
     "RateLimitSettings",
     "RedisSettings",
+    "Retries",
     "Rewrite",
     "Route",
+    "Screening",
     "SecurityHeaders",
     "ServerLimits",
     "StrictModel",
     "Timeouts",
     "Upstream",
+    "UpstreamLimits",
     "UpstreamTLS",
     "split_host_port",
 ]
@@ -248,6 +267,16 @@ class Upstream(StrictModel):
     ] = Field(min_length=1, description="Endpoints, as URLs or {url, weight} objects.")
     tls: UpstreamTLS = Field(default=UpstreamTLS(), description="TLS settings for https endpoints.")
     pool: PoolSettings = Field(default=PoolSettings(), description="Connection pool per endpoint.")
+    balancing: Balancing = Field(default=Balancing(), description="Load balancing policy.")
+    breaker: BreakerSettings = Field(
+        default=BreakerSettings(), description="Circuit breaker per endpoint."
+    )
+    health_check: HealthCheck | None = Field(
+        default=None, description="Active health checks; none: off."
+    )
+    limits: UpstreamLimits = Field(
+        default=UpstreamLimits(), description="Bulkhead: concurrent and queued requests at most."
+    )
 
 
 class PathMatch(StrictModel):
@@ -363,6 +392,10 @@ class Route(StrictModel):
         description="Retry GET/HEAD/OPTIONS/PUT/DELETE whose connection failed before a "
         "byte was sent.",
     )
+    retries: Retries = Field(
+        default=Retries(),
+        description="Retries of idempotent requests on another endpoint, within a budget.",
+    )
     headers: HeaderRules | None = Field(
         default=None,
         description="Header rules: request and response set/add/remove with templates, "
@@ -371,6 +404,16 @@ class Route(StrictModel):
     rate_limits: list[RateLimitPolicy] = Field(
         default=[],
         description="Token-bucket rate limit policies; a request must pass all of them.",
+    )
+    limits: Limits | None = Field(
+        default=None,
+        description="Body, URL and header size limits, allowed methods and content types "
+        "(413, 414, 431, 405, 415).",
+    )
+    screening: Screening | None = Field(
+        default=None,
+        description="Pattern screening (SQLi, XSS, traversal, command injection, protocol "
+        "anomalies) with anomaly scoring; block or shadow, exclusions.",
     )
 
 

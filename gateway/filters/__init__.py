@@ -6,10 +6,16 @@ builds a route's filters from its config and the pipeline puts them in FILTER_OR
 headers.py  HeaderFilter: request/response set/add/remove with compiled templates
             (${client_ip}, ${tls_version}, ...), security response headers (HSTS over
             TLS only)
+size.py     SizeFilter: per-route limits (405 methods, 414 URL, 431 headers, 415 content
+            types, 413 body: Content-Length at once, a streamed body as it streams)
+screening/  ScreeningFilter: SQLi/XSS/traversal/RCE/protocol rules, normalised input,
+            anomaly scoring, block or shadow, exclusions (see its __init__)
 ratelimit.py  RateLimitFilter: token-bucket policies per route (memory or Redis store,
               batched), 429 + RateLimit headers; build_ratelimit_filter(route, stores)
 """
 
 from gateway.filters.headers import HeaderFilter
+from gateway.filters.screening import ScreeningFilter
+from gateway.filters.size import SizeFilter
 
-__all__ = ["HeaderFilter"]
+__all__ = ["HeaderFilter", "ScreeningFilter", "SizeFilter"]

@@ -185,6 +185,7 @@ class UpstreamResponse:
         "_conn",
         "_deadline",
         "_ended",
+        "_on_done",
         "_read_timeout_s",
         "_release",
         "chunked",
@@ -215,6 +216,7 @@ class UpstreamResponse:
         self._read_timeout_s: float | None = None if conn.upgraded else read_timeout_s
         self._deadline = None if conn.upgraded else deadline
         self._ended = False
+        self._on_done: Callable[[], None] | None = None
         if conn.complete and not conn.has_queued:
             self._end(conn)  # no body (HEAD, 204, 304, Content-Length: 0)
 
@@ -251,12 +253,33 @@ class UpstreamResponse:
             chunks.append(chunk)
         return b"".join(chunks)
 
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once, when the response ends (read to its end, released or
+        aborted); at once if it already has. The bulkhead frees its slot this way."""
+        if self._conn is None:
+            callback()
+        else:
+            self._on_done = callback
+
+    def set_deadline(self, deadline: float | None) -> None:
+        """Replace the deadline for reading the body (a per-try timeout covered only
+        the wait for the head)."""
+        if not self.is_upgrade:
+            self._deadline = deadline
+
+    def _done(self) -> None:
+        callback = self._on_done
+        if callback is not None:
+            self._on_done = None
+            callback()
+
     def release(self) -> None:
         """Give the connection back: to the pool if the response is complete and
         keep-alive holds, else closed. Idempotent."""
         conn, self._conn = self._conn, None
         if conn is not None:
             self._release(conn, conn.reusable)
+            self._done()
 
     def abort(self) -> None:
         """Close the connection now (the client went away mid-stream). Idempotent."""
@@ -264,6 +287,7 @@ class UpstreamResponse:
         if conn is not None:
             conn.abort()
             self._release(conn, False)
+            self._done()
 
     def write(self, data: bytes) -> None:
         """Send raw bytes on an upgraded connection."""
@@ -282,6 +306,7 @@ class UpstreamResponse:
         self._ended = True
         self._conn = None
         self._release(conn, conn.reusable)
+        self._done()
 
     def __repr__(self) -> str:
         state = "ended" if self._ended else "released" if self._conn is None else "open"

@@ -21,7 +21,7 @@ routes:
     timeouts: {connect: "fast"}
   - name: other
     upstream: users
-    retries: 3
+    retry_count: 3
 """
 
 
@@ -43,7 +43,7 @@ def test_check_reports_all_three_mistakes_with_paths(tmp_path: Path) -> None:
     out = res.stdout + res.stderr
     assert "routes[0].upstream: unknown upstream 'billing'" in out
     assert "routes[0].timeouts.connect:" in out
-    assert "routes[1].retries: unknown key" in out
+    assert "routes[1].retry_count: unknown key" in out
     assert "3 errors" in out
 
 

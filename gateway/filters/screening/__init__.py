@@ -1,0 +1,25 @@
+"""Pattern screening: rules with anomaly scores, matched on normalised request values.
+
+rules.py      the rule table: id, category, severity score, pattern, where it applies
+normalise.py  the forms a value is matched in (URL/HTML/JS decoding, NFKC, case, SQL
+              comments, whitespace, shell quoting) and the protocol checks done in code
+matcher.py    Matcher: the rules compiled at load into one regex per category; scan()
+scoring.py    Exclusions and the anomaly score per location -> Verdict
+filter.py     ScreeningFilter: what is scanned (path, query, headers, cookies, body
+              prefix), block or shadow, counters; ReplayBody
+"""
+
+from gateway.filters.screening.filter import ReplayBody, ScreeningCounters, ScreeningFilter
+from gateway.filters.screening.matcher import Matcher, compile_rules
+from gateway.filters.screening.rules import RULES, RULES_BY_ID, Rule
+
+__all__ = [
+    "RULES",
+    "RULES_BY_ID",
+    "Matcher",
+    "ReplayBody",
+    "Rule",
+    "ScreeningCounters",
+    "ScreeningFilter",
+    "compile_rules",
+]
