@@ -132,9 +132,12 @@ async def test_all_endpoints_down_gives_503_at_once_with_retry_after(
             assert r.status == 503
             assert r.headers["Retry-After"] == "18"  # until the earliest half-open
             assert body["error"] == "no_upstream_available"
-        timings.sort()
-        assert timings[len(timings) // 2] < 0.005  # the median, client time included
+        # The property behind "503 within 5 ms": no connect is even attempted, so
+        # nothing waits for a timeout (2 s here). Speed itself belongs to bench/, so
+        # the bound below only tells "answered at once" from "waited for a timeout".
         assert all(p.connects == 0 for p in up.pools)
+        timings.sort()
+        assert timings[len(timings) // 2] < 0.25
 
 
 async def test_retry_budget_holds_when_every_endpoint_fails(
@@ -186,11 +189,12 @@ async def test_per_try_timeout_retries_on_another_endpoint(
         )
     )
     async with aiohttp.ClientSession() as s:
-        # /slow sleeps 0.3 s on both: each try times out, one retry, then 504.
+        # /slow sleeps 2 s on both: each try times out at 100 ms, one retry, then 504
+        # (without per-try timeouts the first try alone would take 2 s).
         t0 = time.perf_counter()
-        async with s.get(url(gw, "/slow?delay=0.3")) as r:
+        async with s.get(url(gw, "/slow?delay=2")) as r:
             assert r.status == 504
-        assert time.perf_counter() - t0 < 0.29
+        assert time.perf_counter() - t0 < 1.0
         async with s.get(url(gw, "/slow?delay=0.01")) as r:
             assert r.status == 200
 
@@ -208,7 +212,7 @@ async def test_bulkhead_gives_503_beyond_its_limits(
 
         async def one() -> tuple[int, float, str]:
             t0 = time.perf_counter()
-            async with s.get(url(gw, "/slow?delay=0.3")) as r:
+            async with s.get(url(gw, "/slow?delay=1")) as r:
                 await r.read()
                 return r.status, time.perf_counter() - t0, r.headers.get("Retry-After", "")
 
@@ -216,7 +220,7 @@ async def test_bulkhead_gives_503_beyond_its_limits(
     ok = [r for r in results if r[0] == 200]
     rejected = [r for r in results if r[0] == 503]
     assert len(ok) == 3 and len(rejected) == 3
-    assert all(t < 0.2 and ra == "1" for _, t, ra in rejected)  # at once
+    assert all(t < 0.5 and ra == "1" for _, t, ra in rejected)  # at once, not after 1 s
     bh = gw.runtime.upstreams["svc"].bulkhead
     assert bh is not None and bh.rejected == 3 and bh.active == 0
 
