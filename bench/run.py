@@ -15,11 +15,15 @@ gateway throughput >= 30% of nginx's and p99 <= 3x nginx's (and no errors, so th
 502s cannot pass). Every process runs in its own process group and is killed in a
 ``finally``; the temp dir (configs, logs, bodies) is removed at the end.
 
-Scenarios live in ``SCENARIOS``: a new one (rate limiting, header rules) adds an entry
-with its body, request path, and the extra gateway route keys / nginx location
-directives it needs. TLS scenarios (``tls=True``) put both proxies' client side on https
-with the same certificate (``gateway cert dev``, made per run); the upstream stays
-plain http, and targets without TLS (upstream, bare) are reported as n/a.
+Scenarios live in ``SCENARIOS``: a new one (header rules, ...) adds an entry with its
+body, request path, and the extra gateway route keys / nginx location directives it
+needs. Rate-limit scenarios (``rate_limits``) also start a redis-server on a free port
+(torn down with everything else) for the policies' store, and compare the gateway
+(``gateway``, with the policies) with itself without them (``gateway-norl``: same
+config, no policies, no redis section, same worker count) in the same run. TLS
+scenarios (``tls=True``) put both proxies' client side on https with the same
+certificate (``gateway cert dev``, made per run); the upstream stays plain http, and
+targets without TLS (upstream, bare) are reported as n/a.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ READY_TIMEOUT_S = 15.0
 INLINE_BODY_MAX = 1024  # larger bodies are served from a file (nginx caps config tokens)
 RPS_MIN_RATIO = 0.30  # gateway req/s >= 30% of nginx
 P99_MAX_RATIO = 3.0  # gateway p99 <= 3x nginx
+RL_MIN_RATIO = 0.80  # with a Redis rate-limit policy >= 80% of the same gateway without
 
 
 def _json_body(size: int) -> bytes:
@@ -67,6 +72,11 @@ class Scenario:
     nginx_location_extra: str = ""  # directives added to the proxy nginx location
     tls: bool = False  # clients speak https to the proxies (the upstream stays plain http)
     new_connection: bool = False  # one request per connection: wrk sends Connection: close
+    # Policies for the gateway's route (target "gateway" only; "gateway-norl" runs
+    # without them). Non-empty: a redis-server is started for the redis store.
+    rate_limits: list[dict[str, Any]] = field(default_factory=list)
+    targets: tuple[str, ...] = ("nginx", "gateway", "bare")  # the default --targets
+    rounds: int = 1  # the default --rounds
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -88,7 +98,20 @@ SCENARIOS: dict[str, Scenario] = {
         tls=True,
         new_connection=True,
     ),
+    "ratelimit": Scenario(
+        "GET, 117-byte JSON body, keep-alive, one rate-limit policy on a Redis store",
+        _json_body(117),
+        # Far above what any run can send: every request is decided (one Redis check,
+        # batched per event-loop tick) and admitted, so this measures deciding.
+        rate_limits=[
+            {"name": "bench", "rate": "1000000/s", "key": ["client_ip"], "store": "redis"}
+        ],
+        targets=("gateway-norl", "gateway"),
+        rounds=3,
+    ),
 }
+TARGETS = ("upstream", "nginx", "gateway", "gateway-norl", "bare")
+GATEWAYS = ("gateway", "gateway-norl")  # gateway-norl: the scenario without rate limits
 # No TLS listener (the upstream and bench/bare_proxy.py): "n/a" in TLS scenarios.
 NO_TLS_TARGETS = {"upstream", "bare"}
 
@@ -104,6 +127,7 @@ class Result:
     socket_errors: int
     connections_opened: int | None = None  # TCP connections accepted during the run
     cpu_s: float | None = None  # CPU time (user + sys) of the target's processes in the run
+    script_calls: int | None = None  # Redis script calls in the run (rate-limited gateway)
 
     @property
     def connections_per_request(self) -> float | None:
@@ -281,22 +305,72 @@ def proxy_block(port: int, upstream_port: int, scenario: Scenario, tls: TLSFiles
 
 
 def gateway_config(
-    port: int, admin_port: int, upstream_port: int, workers: int, sc: Scenario, tls: TLSFiles | None
+    port: int,
+    admin_port: int,
+    upstream_port: int,
+    workers: int,
+    sc: Scenario,
+    tls: TLSFiles | None,
+    redis_url: str | None = None,
 ) -> dict[str, Any]:
+    """The gateway's config; with ``redis_url``, the scenario's rate-limit policies too."""
     listener: dict[str, Any] = {"address": f"127.0.0.1:{port}"}
     if tls is not None:
         pair = {"cert_file": str(tls.cert), "key_file": str(tls.key)}
         listener["tls"] = {"certificates": [pair]}
-    return {
+    route = {"name": "all", "match": {"path": {"prefix": "/"}}, "upstream": "bench"}
+    config: dict[str, Any] = {
         "listeners": [listener],
         "admin": {"address": f"127.0.0.1:{admin_port}"},
         "workers": workers,
         "upstreams": {"bench": {"endpoints": [f"http://127.0.0.1:{upstream_port}"]}},
-        "routes": [
-            {"name": "all", "match": {"path": {"prefix": "/"}}, "upstream": "bench"}
-            | sc.route_extra
-        ],
+        "routes": [route | sc.route_extra],
     }
+    if redis_url is not None and sc.rate_limits:
+        config["redis"] = {"url": redis_url}
+        config["routes"][0]["rate_limits"] = sc.rate_limits
+    return config
+
+
+def start_redis(procs: Processes, port: int) -> subprocess.Popen[bytes]:
+    """A redis-server on 127.0.0.1:``port``, persistence off, answering PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server not found: apt-get install -y redis-server")
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"]  # fmt: skip
+    proc = procs.start("redis", argv)
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {proc.returncode}: {procs.log('redis')}")
+        with contextlib.suppress(OSError):
+            if redis_command(port, "PING").startswith(b"+PONG"):
+                return proc
+        time.sleep(0.05)
+    raise RuntimeError(f"redis-server did not answer PING within {READY_TIMEOUT_S:.0f} s")
+
+
+def redis_command(port: int, command: str) -> bytes:
+    """One inline command, the whole answer (small answers only: INFO, PING)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.sendall(command.encode() + b"\r\n")
+        data = s.recv(65536)
+        if data.startswith(b"$"):  # bulk string: read up to its announced length
+            head, _, rest = data.partition(b"\r\n")
+            while len(rest) < int(head[1:]) + 2:
+                more = s.recv(65536)
+                if not more:
+                    break
+                rest += more
+            return rest
+        return data
+
+
+def script_calls(port: int) -> int:
+    """EVALSHA + EVAL calls Redis has served (INFO commandstats)."""
+    info = redis_command(port, "INFO commandstats").decode()
+    return sum(int(m[1]) for m in re.finditer(r"^cmdstat_eval(?:sha)?:calls=(\d+)", info, re.M))
 
 
 def http_get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
@@ -479,6 +553,7 @@ class Run:
     results: list[Result]
     skipped: dict[str, str] = field(default_factory=dict)  # target -> why
     tls: dict[str, TLSProbe] = field(default_factory=dict)
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # target -> req/s per round
 
 
 def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
@@ -489,8 +564,8 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
         run.skipped = {t: "no TLS" for t in args.targets if t in NO_TLS_TARGETS}
     targets = [t for t in args.targets if t not in run.skipped]
     tls = make_tls_files(tmp, args.tls_resumption == "on") if sc.tls else None
-    ports = {name: free_port() for name in ("upstream", "nginx", "gateway", "bare")}
-    admin_port = free_port()
+    ports = {name: free_port() for name in TARGETS}
+    admin_ports = {name: free_port() for name in GATEWAYS}
     urls = {name: f"http://127.0.0.1:{port}{sc.path}" for name, port in ports.items()}
     if tls is not None:
         for name in ("nginx", "gateway"):
@@ -505,19 +580,28 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
         proc = start_nginx(procs, tmp, "nginx", args.workers, block)
         wait_ready(procs, "nginx", proc, [urls["nginx"]], sc.body, tls)
         started["nginx"] = proc
-    if "gateway" in targets:
-        config = tmp / "gateway.yaml"
-        cfg = gateway_config(ports["gateway"], admin_port, up, args.workers, sc, tls)
+    redis_port = None
+    if sc.rate_limits and "gateway" in targets:
+        redis_port = free_port()
+        start_redis(procs, redis_port)
+    for name in GATEWAYS:
+        if name not in targets:
+            continue
+        config = tmp / f"{name}.yaml"
+        redis_url = f"redis://127.0.0.1:{redis_port}/0" if name == "gateway" else None
+        cfg = gateway_config(ports[name], admin_ports[name], up, args.workers, sc, tls, redis_url)
         config.write_text("# JSON is YAML\n" + json.dumps(cfg, indent=2) + "\n")
         argv = [sys.executable, "-m", "gateway", "run", str(config)]
         env = None
         if tls is not None and not tls.resumption:
             (tmp / "no-tickets.cnf").write_text(NO_TICKETS_OPENSSL_CONF)
             env = os.environ | {"OPENSSL_CONF": str(tmp / "no-tickets.cnf")}
-        proc = procs.start("gateway", argv, cwd=REPO, env=env)
-        ready = [f"http://127.0.0.1:{admin_port}/readyz", urls["gateway"]]
-        wait_ready(procs, "gateway", proc, ready, sc.body, tls)
-        started["gateway"] = proc
+        proc = procs.start(name, argv, cwd=REPO, env=env)
+        ready = [f"http://127.0.0.1:{admin_ports[name]}/readyz", urls[name]]
+        wait_ready(procs, name, proc, ready, sc.body, tls)
+        if redis_url is not None:
+            check_rate_limited(name, urls[name], redis_port)
+        started[name] = proc
 
     if "bare" in targets:
         argv = [sys.executable, str(REPO / "bench" / "bare_proxy.py"), str(ports["bare"]), str(up)]
@@ -531,27 +615,60 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
             if not (probe.same_certificate and probe.closes):
                 raise RuntimeError(f"{target}: TLS probe failed: {probe}")
 
-    for target in targets:
-        print(f"# {target}: warm-up {WARMUP_S} s, then {args.duration} s", file=sys.stderr)
-        run_wrk(procs, f"wrk-{target}-warmup", urls[target], args.connections, WARMUP_S, sc)
-        pgid = started[target].pid  # each target runs in its own session / process group
-        opened, cpu = passive_opens(), group_cpu_s(pgid)
-        out = run_wrk(procs, f"wrk-{target}", urls[target], args.connections, args.duration, sc)
-        opened_after, cpu_after = passive_opens(), group_cpu_s(pgid)
-        result = parse_wrk(target, out)
-        if opened is not None and opened_after is not None:
-            result.connections_opened = opened_after - opened
-        if cpu is not None and cpu_after is not None:
-            result.cpu_s = cpu_after - cpu
-        run.results.append(result)
+    # Rounds alternate the order (A B, B A, ...) so that drift on this shared box (other
+    # processes, turbo) does not always favour the same target; each target reports its
+    # median round by req/s.
+    rounds: dict[str, list[Result]] = {t: [] for t in targets}
+    for i in range(args.rounds):
+        for target in targets if i % 2 == 0 else targets[::-1]:
+            label = f"round {i + 1}/{args.rounds}, " if args.rounds > 1 else ""
+            print(f"# {target}: {label}warm-up {WARMUP_S} s, then {args.duration} s",
+                  file=sys.stderr)  # fmt: skip
+            run_wrk(procs, f"wrk-{target}-warmup", urls[target], args.connections, WARMUP_S, sc)
+            pgid = started[target].pid  # each target runs in its own session / process group
+            decider = redis_port is not None and target == "gateway"
+            calls = script_calls(redis_port) if decider and redis_port else 0
+            opened, cpu = passive_opens(), group_cpu_s(pgid)
+            out = run_wrk(procs, f"wrk-{target}", urls[target], args.connections, args.duration, sc)
+            opened_after, cpu_after = passive_opens(), group_cpu_s(pgid)
+            result = parse_wrk(target, out)
+            if decider and redis_port:
+                result.script_calls = script_calls(redis_port) - calls
+            if opened is not None and opened_after is not None:
+                result.connections_opened = opened_after - opened
+            if cpu is not None and cpu_after is not None:
+                result.cpu_s = cpu_after - cpu
+            rounds[target].append(result)
+    run.rounds = {t: [r.requests_per_s for r in rs] for t, rs in rounds.items()}
+    run.results = [
+        sorted(rs, key=lambda r: r.requests_per_s)[len(rs) // 2] for rs in rounds.values()
+    ]
     return run
+
+
+def check_rate_limited(name: str, url: str, redis_port: int | None) -> None:
+    """The policy is live: the answer carries its fields and Redis ran the script."""
+    assert redis_port is not None
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        policy = resp.headers.get("RateLimit-Policy")
+    if not policy or not script_calls(redis_port):
+        raise RuntimeError(f"{name}: no rate-limit decision in Redis (RateLimit-Policy {policy!r})")
 
 
 def checks(results: list[Result]) -> list[dict[str, Any]]:
     by_name = {r.target: r for r in results}
-    nginx, gw = by_name.get("nginx"), by_name.get("gateway")
+    nginx, gw, norl = by_name.get("nginx"), by_name.get("gateway"), by_name.get("gateway-norl")
+    out: list[dict[str, Any]] = []
+    if gw and norl:
+        ratio = gw.requests_per_s / norl.requests_per_s
+        out += [
+            {"check": "rate-limited/not req/s", "value": ratio, "target": f">= {RL_MIN_RATIO}",
+             "passed": ratio >= RL_MIN_RATIO},
+            {"check": "gateway errors", "value": gw.errors, "target": "== 0",
+             "passed": gw.errors == 0},
+        ]  # fmt: skip
     if not (nginx and gw):
-        return []
+        return out
     rps_ratio = gw.requests_per_s / nginx.requests_per_s
     p99_ratio = gw.p99_ms / nginx.p99_ms
     return [
@@ -559,9 +676,22 @@ def checks(results: list[Result]) -> list[dict[str, Any]]:
          "passed": rps_ratio >= RPS_MIN_RATIO},
         {"check": "gateway/nginx p99", "value": p99_ratio, "target": f"<= {P99_MAX_RATIO}",
          "passed": p99_ratio <= P99_MAX_RATIO},
-        {"check": "gateway errors", "value": gw.errors, "target": "== 0",
-         "passed": gw.errors == 0},
+        *([] if out else [{"check": "gateway errors", "value": gw.errors, "target": "== 0",
+                           "passed": gw.errors == 0}]),
+        *out,
     ]  # fmt: skip
+
+
+def decisions(run: Run, duration_s: int) -> dict[str, float] | None:
+    """Rate-limit decisions of the measured run: one per request of the target "gateway"."""
+    gw = next((r for r in run.results if r.target == "gateway"), None)
+    if gw is None or gw.script_calls is None:
+        return None
+    return {
+        "decisions_per_s": gw.requests_per_s,
+        "script_calls_per_s": gw.script_calls / duration_s,
+        "decisions_per_call": gw.requests / gw.script_calls if gw.script_calls else 0.0,
+    }
 
 
 def print_report(args: argparse.Namespace, run: Run, checked: list[dict[str, Any]]) -> None:
@@ -579,20 +709,40 @@ def print_report(args: argparse.Namespace, run: Run, checked: list[dict[str, Any
             f"  {target}: {probe.version} {probe.cipher}, same certificate: "
             f"{probe.same_certificate}, a second connection resumed: {probe.resumed}"
         )
+    if args.rounds > 1:
+        print(f"{args.rounds} rounds in alternating order, the median round of each target:")
     print(
-        f"\n{'target':<10}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
+        f"\n{'target':<14}{'req/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'errors':>9}"
         f"{'conn/req':>10}{'cpu us/req':>12}"
     )
     for r in run.results:
         cpr, cpu = r.connections_per_request, r.cpu_us_per_request
         print(
-            f"{r.target:<10}{r.requests_per_s:>12,.0f}{r.p50_ms:>10.2f}"
+            f"{r.target:<14}{r.requests_per_s:>12,.0f}{r.p50_ms:>10.2f}"
             f"{r.p99_ms:>10.2f}{r.errors:>9}{'?' if cpr is None else f'{cpr:.3f}':>10}"
             f"{'?' if cpu is None else f'{cpu:.0f}':>12}"
         )
     for target, why in run.skipped.items():
         cells = "".join(f"{'n/a':>{width}}" for width in (12, 10, 10, 9, 10, 12))
-        print(f"{target:<10}{cells}  ({why})")
+        print(f"{target:<14}{cells}  ({why})")
+    if args.rounds > 1:
+        print()
+        for target, rates in run.rounds.items():
+            print(f"{target:<14}req/s per round: {', '.join(f'{x:,.0f}' for x in rates)}")
+    if (d := decisions(run, args.duration)) is not None:
+        print(
+            f"\nrate limiting: {d['decisions_per_s']:,.0f} decisions/s in Redis, "
+            f"{d['script_calls_per_s']:,.0f} script calls/s, "
+            f"{d['decisions_per_call']:.1f} decisions per call"
+        )
+        by_name = {r.target: r for r in run.results}
+        gw, norl = by_name["gateway"], by_name.get("gateway-norl")
+        if norl and gw.cpu_us_per_request and norl.cpu_us_per_request:
+            print(
+                f"gateway CPU per request: {gw.cpu_us_per_request:.0f} us with the policy, "
+                f"{norl.cpu_us_per_request:.0f} us without (ratio "
+                f"{norl.cpu_us_per_request / gw.cpu_us_per_request:.2f})"
+            )
     if checked:
         print()
     for c in checked:
@@ -605,14 +755,23 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=10, help="measured seconds per target")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=None,
+        help="measured runs per target, in alternating order; the median is reported "
+        "(default 1; ratelimit: 3)",
+    )
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="small-get")
     parser.add_argument("--workers", type=int, default=1, help="gateway workers = nginx workers")
     parser.add_argument("--upstream-workers", type=int, default=1)
     parser.add_argument(
         "--targets",
         type=lambda s: s.split(","),
-        default=["nginx", "gateway", "bare"],
-        help="comma-separated, from: upstream (direct), nginx, gateway, bare (bench/bare_proxy.py)",
+        default=None,
+        help="comma-separated, from: upstream (direct), nginx, gateway, gateway-norl (the "
+        "gateway without the scenario's rate limits), bare (bench/bare_proxy.py); default: "
+        "nginx,gateway,bare (ratelimit: gateway-norl,gateway)",
     )
     parser.add_argument(
         "--tls-resumption",
@@ -625,13 +784,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 if a target fails")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     args = parser.parse_args(argv)
-    if unknown := set(args.targets) - {"upstream", "nginx", "gateway", "bare"}:
+    if args.targets is None:
+        args.targets = list(SCENARIOS[args.scenario].targets)
+    if args.rounds is None:
+        args.rounds = SCENARIOS[args.scenario].rounds
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
+    if unknown := set(args.targets) - set(TARGETS):
         parser.error(f"unknown targets: {sorted(unknown)}")
     if not 1 <= args.duration <= 600:
         parser.error("--duration must be between 1 and 600 s")
     for tool in ("nginx", "wrk"):
         if shutil.which(tool) is None:
             parser.error(f"{tool} not found: apt-get install -y nginx wrk")
+    if SCENARIOS[args.scenario].rate_limits and shutil.which("redis-server") is None:
+        parser.error("redis-server not found: apt-get install -y redis-server")
 
     # SIGTERM unwinds like Ctrl-C, so the finally below still tears everything down.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -665,7 +832,10 @@ def main(argv: list[str] | None = None) -> int:
             ],
             "skipped": run.skipped,
             "checks": checked,
+            "rounds": run.rounds,
         }
+        if (d := decisions(run, args.duration)) is not None:
+            doc["rate_limiting"] = d
         if SCENARIOS[args.scenario].tls:
             doc["tls_resumption"] = args.tls_resumption
             doc["tls"] = {target: vars(probe) for target, probe in run.tls.items()}

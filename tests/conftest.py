@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.worker import Worker
+from tests.redis_server import redis_factory, redis_server  # noqa: F401 - fixtures for all
 from tests.support import free_port, serve_app, upstream_app, write_config
 
 

@@ -24,9 +24,16 @@ round trip plus one tick. No request waits on another request's round trip in se
 EVALSHA answered NOSCRIPT (a restarted or flushed Redis) loads the script and retries
 once, inside the same timeout.
 
-Timeouts and failure. Every call runs under `asyncio.timeout(timeout_s)`, connecting
-included (the client's own retries are off: a retry would double the wait). A failed
-or timed-out call fails its whole batch with `StoreUnavailable` and counts as one
+Timeouts and failure. `timeout_s` bounds each request's wait, not each call's: a
+check's deadline is set when it is queued, and a call runs under
+`asyncio.timeout_at` of its batch's earliest deadline (the oldest check, the queue
+being FIFO), connecting included. A check that waited for a free call slot (all
+`max_in_flight` calls out, e.g. to a paused server) thus gets only what is left of
+its timeout instead of a full one more, and one whose timeout ran out in the queue
+fails without a call (and without a breaker event: it never reached Redis). So a
+request is decided within `timeout_s` plus event-loop lag, never twice that. (The
+client's own retries are off: a retry would double the wait.) A failed or timed-out
+call fails its whole batch with `StoreUnavailable` and counts as one
 breaker failure; the callers decide what that means (fall back to memory or 503).
 While the breaker is open `take` fails at once without touching the network; the
 first batch after the backoff is the probe that closes it again. A cancelled call
@@ -161,6 +168,7 @@ def _cluster_key(prefix: str, key: str) -> str:
 class _Pending(NamedTuple):
     checks: Sequence[Check]
     future: asyncio.Future[list[Decision]]
+    deadline: float  # loop time by which the checks are decided, or failed
 
 
 class RedisStore:
@@ -195,6 +203,7 @@ class RedisStore:
         self.keys = 0  # bucket checks sent
         self.errors = 0  # calls that failed or timed out
         self.rejected = 0  # checks refused at once while the breaker was open
+        self.expired = 0  # checks whose timeout ran out while queued for a call slot
 
     @classmethod
     def from_settings(cls, settings: RedisSettings, breaker: Breaker) -> RedisStore:
@@ -219,7 +228,7 @@ class RedisStore:
             self.rejected += len(checks)
             future.set_exception(StoreUnavailable("redis circuit open"))
             return future
-        self._pending.append(_Pending(checks, future))
+        self._pending.append(_Pending(checks, future, loop.time() + self.timeout_s))
         self._queued_keys += len(checks)
         if not self._scheduled and self._in_flight < self.max_in_flight:
             self._scheduled = True
@@ -236,6 +245,13 @@ class RedisStore:
 
     def _flush(self) -> None:
         self._scheduled = False
+        now = asyncio.get_running_loop().time()
+        while self._pending and self._pending[0].deadline <= now:
+            # Its timeout ran out waiting for a call slot: no doomed call, no breaker event.
+            item = self._pending.popleft()
+            self._queued_keys -= len(item.checks)
+            self.expired += len(item.checks)
+            _fail([item], StoreUnavailable("redis: no call slot within the timeout"))
         while self._pending and self._in_flight < self.max_in_flight:
             batch: list[_Pending] = []
             size = 0
@@ -261,12 +277,15 @@ class RedisStore:
         self.calls += 1
         self.keys += len(checks)
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout_at(batch[0].deadline):
                 rows = await self._run(checks)
         except (RedisError, OSError, TimeoutError) as e:
             self.errors += 1
             self.breaker.record_failure(probe)
             _fail(batch, StoreUnavailable(f"redis: {type(e).__name__}: {e}"))
+        except asyncio.CancelledError:  # close(): no request may wait on this batch forever
+            _fail(batch, StoreUnavailable("store closed"))
+            raise
         else:
             self.breaker.record_success(probe)
             i = 0
@@ -321,8 +340,8 @@ class RedisStore:
     def __repr__(self) -> str:
         return (
             f"<RedisStore {self.breaker.state.value} calls={self.calls} keys={self.keys}"
-            f" errors={self.errors} rejected={self.rejected} in_flight={self._in_flight}"
-            f" queued={self._queued_keys}>"
+            f" errors={self.errors} rejected={self.rejected} expired={self.expired}"
+            f" in_flight={self._in_flight} queued={self._queued_keys}>"
         )
 
 

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from gateway.config.ratelimit_model import RateLimitSettings, RedisSettings
-from gateway.store.breaker import State
+from gateway.store.breaker import Breaker, State
 from gateway.store.bucket import Limit
-from gateway.store.redis_store import Check
+from gateway.store.redis_store import Check, RedisStore, StoreUnavailable
 from gateway.store.stores import RateLimitStores
 from tests.ratelimit.conftest import FakeClock, RedisServer
 
@@ -124,3 +125,69 @@ async def test_restarted_redis_is_used_again_by_itself(
     d = await decide(stores, "k")
     assert stores.redis.breaker.state is State.CLOSED
     assert getattr(d, "remaining", None) == 2  # a fresh Redis bucket
+
+
+# --- the timeout bounds each request's wait, not each call's ---------------------------
+
+
+def single_slot_store(server: RedisServer, clock: FakeClock, timeout_ms: int) -> RedisStore:
+    settings = RedisSettings.model_validate(
+        {"url": server.url, "timeout": f"{timeout_ms}ms", "max_in_flight": 1}
+    )
+    return RedisStore.from_settings(settings, Breaker(failures=5, clock=clock))
+
+
+async def test_a_check_queued_behind_a_hung_call_keeps_its_own_deadline(
+    redis_factory: Callable[[], RedisServer], clock: FakeClock
+) -> None:
+    # Before: the queued check waited for the slot, then a whole timeout more (~2x).
+    server = redis_factory()
+    store = single_slot_store(server, clock, timeout_ms=200)
+    await store.take([Check("warm", LIMIT, 1)])
+    server.signal(signal.SIGSTOP)
+    loop = asyncio.get_running_loop()
+    first = store.take([Check("a", LIMIT, 1)])
+    await asyncio.sleep(0.1)  # the first call is out, holding the only slot
+    queued_at = loop.time()
+    second = store.take([Check("b", LIMIT, 1)])
+    with pytest.raises(StoreUnavailable):
+        await first
+    with pytest.raises(StoreUnavailable):
+        await second
+    waited = loop.time() - queued_at
+    assert waited < 0.2 + 0.04, f"the queued check waited {waited * 1000:.0f} ms"
+    assert store.errors == 2 and store.expired == 0
+    await store.close()
+
+
+async def test_a_check_whose_timeout_ran_out_in_the_queue_is_not_sent(
+    redis_factory: Callable[[], RedisServer], clock: FakeClock
+) -> None:
+    server = redis_factory()
+    store = single_slot_store(server, clock, timeout_ms=50)
+    await store.take([Check("warm", LIMIT, 1)])
+    server.signal(signal.SIGSTOP)
+    first = store.take([Check("a", LIMIT, 1)])
+    await asyncio.sleep(0)  # flushed: the first call holds the only slot
+    second = store.take([Check("b", LIMIT, 1)])
+    time.sleep(0.12)  # noqa: ASYNC251 - event-loop lag on purpose: both deadlines pass
+    for future in (first, second):
+        with pytest.raises(StoreUnavailable):
+            await future
+    assert (store.calls, store.errors, store.expired) == (2, 1, 1)  # warm-up, first
+    assert store.breaker.consecutive_failures == 1  # the expired check never reached Redis
+    await store.close()
+
+
+async def test_closing_the_store_fails_the_checks_in_flight(
+    redis_factory: Callable[[], RedisServer], clock: FakeClock
+) -> None:
+    server = redis_factory()
+    store = single_slot_store(server, clock, timeout_ms=5000)
+    await store.take([Check("warm", LIMIT, 1)])
+    server.signal(signal.SIGSTOP)
+    future = store.take([Check("a", LIMIT, 1)])
+    await asyncio.sleep(0.01)  # the call is out, waiting on the paused server
+    await store.close()
+    with pytest.raises(StoreUnavailable, match="store closed"):
+        await asyncio.wait_for(future, BOUND_S)
