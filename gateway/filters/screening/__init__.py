@@ -3,7 +3,8 @@
 rules.py      the rule table: id, category, severity score, pattern, where it applies
 normalise.py  the forms a value is matched in (URL/HTML/JS decoding, NFKC, case, SQL
               comments, whitespace, shell quoting) and the protocol checks done in code
-matcher.py    Matcher: the rules compiled at load into one regex per category; scan()
+atoms.py      literal atoms a rule's match must contain (from its parsed pattern)
+matcher.py    Matcher: rules compiled at load, gated by those atoms; scan()
 scoring.py    Exclusions and the anomaly score per location -> Verdict
 filter.py     ScreeningFilter: what is scanned (path, query, headers, cookies, body
               prefix), block or shadow, counters; ReplayBody
