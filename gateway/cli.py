@@ -1,4 +1,5 @@
-"""Command line: `gateway run CONFIG`, `gateway check CONFIG`, `gateway schema`."""
+"""Command line: `gateway run CONFIG`, `gateway check CONFIG`, `gateway schema`,
+`gateway rollout status|pause|resume|promote|abort [NAME]` (through the admin API)."""
 
 from __future__ import annotations
 
@@ -40,7 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     dev.add_argument("directory")
     dev.add_argument("--name", action="append", help="server name (repeatable)")
 
+    ro = sub.add_parser("rollout", help="show or steer rollouts through the admin API")
+    ro.add_argument("action", choices=["status", "pause", "resume", "promote", "abort"])
+    ro.add_argument("name", nargs="?", help="the service (all rollouts for status without it)")
+    ro.add_argument(
+        "--admin", default=None, help="admin address host:port (default 127.0.0.1:9901)"
+    )
+    ro.add_argument("--config", default=None, help="take the admin address from this config")
+
     args = parser.parse_args(argv)
+    if args.command == "rollout":
+        return rollout_command(args.action, args.name, args.admin, args.config)
     if args.command == "check":
         from gateway.config.load import check_command
 
@@ -60,6 +71,39 @@ def main(argv: list[str] | None = None) -> int:
     from gateway.supervisor import run as run_gateway
 
     return run_gateway(args.config, workers=args.workers, demo=args.demo, log_level=args.log_level)
+
+
+def rollout_command(action: str, name: str | None, admin: str | None, config: str | None) -> int:
+    """Call the admin API; print its JSON answer. Exit 0 on 200, 1 otherwise."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    if admin is None and config is not None:
+        from gateway.config.load import load_config
+
+        admin = load_config(config).admin.address
+    base = f"http://{admin or '127.0.0.1:9901'}/rollouts"
+    if action != "status" and not name:
+        print(f"gateway rollout {action}: NAME is required", file=sys.stderr)
+        return 2
+    url = f"{base}/{name}" if name else base
+    req = urllib.request.Request(url, method="GET")
+    if action != "status":
+        req = urllib.request.Request(f"{url}/{action}", data=b"", method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            body, code = resp.read(), resp.status
+    except urllib.error.HTTPError as exc:
+        body, code = exc.read(), exc.code
+    except OSError as exc:
+        print(f"cannot reach the admin API at {url}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        print(json.dumps(json.loads(body), indent=2))
+    except ValueError:
+        print(body.decode(errors="replace"))
+    return 0 if code == 200 else 1
 
 
 if __name__ == "__main__":

@@ -34,6 +34,12 @@ attribute test per candidate in the balancer, a rolling-window add for the break
 and one for the retry budget; nothing is allocated for it.
 Known gap: a timeout or a broken body after the response head was forwarded is not
 counted by the breaker (the reply is already the client's).
+
+Versions: a route naming a service has a `split` (gateway/routing/split.py): it picks
+the version (sticky bucket or override) before anything above, then everything runs
+on that version's upstream (regions, bulkhead, breakers), and the split records the
+outcome and latency in the version's stats. A route without versions has no split
+and pays one attribute test for the feature.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
 
@@ -59,6 +66,9 @@ from gateway.pipeline import Next
 from gateway.upstream import ConnectionPool, RetryBudget, RetryPolicy, UpstreamResponse
 from gateway.upstream.breaker import HALF_OPEN
 from gateway.upstream.service import Upstream
+
+if TYPE_CHECKING:
+    from gateway.routing.split import VersionSplit
 
 __all__ = ["HOP_BY_HOP", "IDEMPOTENT", "Forwarder", "Upstream", "filter_headers", "make_terminal"]
 
@@ -124,7 +134,6 @@ class Forwarder:
     """Per-route terminal; everything it needs is computed once at config load."""
 
     __slots__ = (
-        "_leave",
         "budget",
         "cert_headers",
         "clock",
@@ -141,6 +150,7 @@ class Forwarder:
         "retry_idempotent",
         "retry_statuses",
         "rewrite",
+        "split",
         "total_timeout_s",
         "untrusted_drop",
         "upstream",
@@ -164,8 +174,10 @@ class Forwarder:
         retry: RetryPolicy | None = None,
         budget: RetryBudget | None = None,
         clock: Clock = time.monotonic,
+        split: VersionSplit | None = None,
     ) -> None:
         self.upstream = upstream
+        self.split = split
         policy = retry if retry is not None else RetryPolicy()
         self.budget = budget if budget is not None else RetryBudget(policy)
         self.retry_attempts = policy.attempts
@@ -174,7 +186,6 @@ class Forwarder:
         self.clock = clock
         hk = upstream.hash_key
         self.hash_key_of: HashKeyOf | None = hash_key_of(*hk) if hk is not None else None
-        self._leave = upstream.bulkhead.leave if upstream.bulkhead is not None else None
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.total_timeout_s = total_timeout_s
@@ -242,20 +253,25 @@ class Forwarder:
         return out
 
     async def __call__(self, ex: Exchange) -> Reply:
+        split = self.split
+        if split is not None:
+            return await split.forward(ex, self._send)
+        return await self._send(ex, self.upstream, self.hash_key_of)
+
+    async def _send(self, ex: Exchange, up: Upstream, key_of: HashKeyOf | None) -> Reply:
+        """Forward to `up` (the route's upstream, or the version's the split chose)."""
         path = ex.path
         if self.rewrite is not None:
             path = self.rewrite(path)  # type: ignore[operator]
         target = f"{path}?{ex.query}" if ex.query else path
         now = self.clock()
-        up = self.upstream
         group = up.group
         if now >= group.wake_at:
             group.wake(now)  # ejections that ended: those breakers go half-open
-        leave = self._leave
-        if leave is None:
-            return await self._forward(ex, target, now)
         bulkhead = up.bulkhead
-        assert bulkhead is not None
+        if bulkhead is None:
+            return await self._forward(ex, target, now, up, key_of)
+        leave = bulkhead.leave
         if not bulkhead.enter() and not await bulkhead.wait():
             reply = Reply.error(
                 503,
@@ -266,7 +282,7 @@ class Forwarder:
             reply.headers["Retry-After"] = "1"
             return reply
         try:
-            reply = await self._forward(ex, target, now)
+            reply = await self._forward(ex, target, now, up, key_of)
         except BaseException:
             leave()
             raise
@@ -276,7 +292,9 @@ class Forwarder:
             leave()
         return reply
 
-    async def _forward(self, ex: Exchange, target: str, now: float) -> Reply:
+    async def _forward(
+        self, ex: Exchange, target: str, now: float, up: Upstream, key_of: HashKeyOf | None
+    ) -> Reply:
         loop = asyncio.get_running_loop()
         deadline = None
         if self.total_timeout_s > 0:
@@ -288,9 +306,8 @@ class Forwarder:
         if idempotent and self.retry_attempts and (ex.body is None or type(ex.body) is BytesBody):
             retries_left = self.retry_attempts
             self.budget.on_request(now)
-        up = self.upstream
         balancer = up.balancer
-        hash_key = self.hash_key_of(ex) if self.hash_key_of is not None else None
+        hash_key = key_of(ex) if key_of is not None else None
         tried: set[str] | None = None
         last: GatewayError | None = None
         pending: UpstreamResponse | None = None  # a retriable answer kept as a fallback
@@ -378,7 +395,7 @@ class Forwarder:
             return self._reply(ex, pending, pending_pool)
         if last is not None:
             raise last
-        return self._unavailable(ex, now)
+        return self._unavailable(ex, now, up)
 
     def _reply(self, ex: Exchange, resp: UpstreamResponse, pool: ConnectionPool) -> Reply:
         ex.state["endpoint"] = pool
@@ -389,9 +406,8 @@ class Forwarder:
             headers["Upgrade"] = next((v for k, v in resp.headers if k.lower() == "upgrade"), "")
         return Reply(resp.status, headers, stream=resp)
 
-    def _unavailable(self, ex: Exchange, now: float) -> Reply:
+    def _unavailable(self, ex: Exchange, now: float, up: Upstream) -> Reply:
         """Every member is out (breaker or health): 503 now, with Retry-After."""
-        up = self.upstream
         reply = Reply.error(
             503,
             NoUpstreamAvailable.code,

@@ -14,6 +14,12 @@ per (route, retry settings). Health checkers run as tasks of the worker:
 `start_health()` on the live Runtime, `stop_health(successor)` on the one replaced
 (checkers the successor reuses keep running). `clock` (default time.monotonic) is
 the time source of breakers and budgets; tests inject a fake one.
+
+Services with versions: one VersionSplit per service (shared by its routes), whose
+per-version stats survive reloads (`version_stats`, by service, version, upstream);
+upstreams whose endpoints name regions get a RegionalBalancer (locality.py). The
+rollouts (`Rollouts.build`) keep their state across a reload while their plan is
+unchanged; their clock is the injected one, else wall time (shared via Redis).
 """
 
 from __future__ import annotations
@@ -30,10 +36,14 @@ from gateway.filters.ratelimit import build_ratelimit_filter
 from gateway.forwarded import TrustedProxies
 from gateway.pipeline import Filter, compile_chain
 from gateway.proxy import Forwarder, Upstream
+from gateway.rollout.controller import Rollouts
+from gateway.rollout.stats import VersionStats
 from gateway.routing import Route, RouteTable
+from gateway.routing.split import Version, VersionSplit
 from gateway.store.stores import RateLimitStores
 from gateway.upstream import ConnectionPool, EndpointSpec, RetryBudget, RetryPolicy
 from gateway.upstream.health import HealthChecker
+from gateway.upstream.locality import regional_balancer
 from gateway.upstream.service import build_upstream
 
 
@@ -66,10 +76,13 @@ class Runtime:
         "config",
         "config_hash",
         "pools",
+        "rollouts",
+        "splits",
         "stores",
         "table",
         "trusted",
         "upstreams",
+        "version_stats",
     )
 
     def __init__(
@@ -82,7 +95,16 @@ class Runtime:
         stores: RateLimitStores,
         budgets: dict[tuple[str, RetryPolicy], RetryBudget] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        splits: dict[str, VersionSplit] | None = None,
+        rollouts: Rollouts | None = None,
     ) -> None:
+        self.splits = splits if splits is not None else {}
+        self.version_stats = {
+            (sp.name, v.name, v.upstream.name): v.stats
+            for sp in self.splits.values()
+            for v in sp.versions
+        }
+        self.rollouts = rollouts if rollouts is not None else Rollouts.empty(clock)
         self.budgets = budgets if budgets is not None else {}
         self.clock = clock
         self.config = config
@@ -101,6 +123,7 @@ class Runtime:
         previous: Runtime | None = None,
         clock: Callable[[], float] | None = None,
     ) -> Runtime:
+        rollout_clock = clock  # injected (tests), else wall time: see Rollouts.build
         if clock is None:
             clock = previous.clock if previous is not None else time.monotonic
         now = clock()
@@ -120,13 +143,21 @@ class Runtime:
                 pool = pools.get(spec) or old_pools.get(spec) or ConnectionPool(spec)
                 pools[spec] = pool
                 members.append(pool)
-            upstreams[name] = build_upstream(name, ucfg, members, old_upstreams.get(name), now)
+            up = upstreams[name] = build_upstream(name, ucfg, members, old_upstreams.get(name), now)
+            regional = regional_balancer(ucfg, up.members, config.region)
+            if regional is not None:
+                up.balancer = regional
+        splits = build_splits(config, upstreams, previous.version_stats if previous else {})
+        rollouts = Rollouts.build(
+            config, splits, previous.rollouts if previous is not None else None, rollout_clock
+        )
 
         server = config.server
         routes = []
         for rcfg in config.routes:
             route = Route(rcfg)
-            route.upstream = upstreams[rcfg.upstream]
+            split = splits.get(rcfg.upstream)
+            route.upstream = split.baseline.upstream if split else upstreams[rcfg.upstream]
             retry = retry_policy(rcfg)
             bkey = (rcfg.name, retry)
             budget = budgets[bkey] = old_budgets.get(bkey) or RetryBudget(retry)
@@ -144,11 +175,21 @@ class Runtime:
                 retry=retry,
                 budget=budget,
                 clock=clock,
+                split=split,
             )
             route.handler = compile_chain(route_filters(rcfg, stores), forwarder)
             routes.append(route)
         return cls(
-            config, config_hash, RouteTable(routes), upstreams, pools, stores, budgets, clock
+            config,
+            config_hash,
+            RouteTable(routes),
+            upstreams,
+            pools,
+            stores,
+            budgets,
+            clock,
+            splits,
+            rollouts,
         )
 
     @property
@@ -174,6 +215,7 @@ class Runtime:
     async def retire(self, successor: Runtime) -> None:
         """Release what `successor` no longer uses (after a reload swapped it in)."""
         await self.stop_health(successor)
+        await self.rollouts.close(successor.rollouts)
         for pool in self.retired_pools(successor):
             await pool.close()
         if successor.stores is not self.stores:
@@ -183,6 +225,7 @@ class Runtime:
 
     async def close(self) -> None:
         await self.stop_health()
+        await self.rollouts.close()
         for pool in self.pools.values():
             await pool.close()
         await self.stores.close()
@@ -192,6 +235,38 @@ class Runtime:
             f"<Runtime {self.config_hash[:12]} routes={len(self.table.routes)}"
             f" upstreams={len(self.upstreams)} pools={len(self.pools)}>"
         )
+
+
+def build_splits(
+    config: Config,
+    upstreams: dict[str, Upstream],
+    old_stats: dict[tuple[str, str, str], VersionStats],
+) -> dict[str, VersionSplit]:
+    """One VersionSplit per service, at its configured weights (a rollout sets its own)."""
+    splits: dict[str, VersionSplit] = {}
+    for name, svc in config.services.items():
+        versions = []
+        for vname, v in svc.versions.items():
+            stats = old_stats.get((name, vname, v.upstream)) or VersionStats(f"{name}/{vname}")
+            versions.append(Version(vname, upstreams[v.upstream], stats))
+        sticky = svc.sticky
+        set_cookie = sticky.key == "cookie" and sticky.set_cookie is not False
+        ov = svc.override
+        split = VersionSplit(
+            name,
+            versions,
+            baseline=svc.baseline,
+            target=svc.rollout.version if svc.rollout is not None else None,
+            sticky=(sticky.key, sticky.key_name),
+            set_cookie_max_age_s=sticky.max_age if set_cookie else None,
+            override_header=ov.header if ov is not None else None,
+            override_cookie=ov.cookie if ov is not None else None,
+            version_header=svc.version_header,
+        )
+        if svc.rollout is None:
+            split.set_weights({n: v.weight or 0.0 for n, v in svc.versions.items()})
+        splits[name] = split
+    return splits
 
 
 def retry_policy(rcfg: RouteConfig) -> RetryPolicy:

@@ -59,7 +59,8 @@ async def run_single(path: Path, config: Config, demo: bool) -> None:
 
     admin = None
     if config.admin.enabled:
-        admin = await start_admin(make_admin_app(status), config.admin.host, config.admin.port)
+        app = make_admin_app(status, rollouts=lambda: worker.runtime.rollouts)
+        admin = await start_admin(app, config.admin.host, config.admin.port)
     try:
         await worker.serve_until_stopped()
     finally:

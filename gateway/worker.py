@@ -9,6 +9,10 @@ logged with its path and counted. Listener addresses and server limits are bound
 start; a reload that changes them is applied to everything else and logs that a
 restart is needed for those.
 
+Rollouts: the runtime's rollouts sync with their state store before the runtime
+serves (a restart resumes where the rollout was), then tick on their own task; a
+reload syncs the new set before the swap and stops the old task after it.
+
 Stop (SIGTERM/SIGINT): stop accepting, let in-flight requests finish for up to
 `server.shutdown_timeout`, close idle keep-alive connections, close pools, return.
 """
@@ -157,6 +161,8 @@ class Worker:
         if srv.watch_config:
             self._tasks.append(asyncio.create_task(self._watch(srv.watch_interval)))
         runtime.start_health()  # each worker checks its own endpoints (health.py)
+        await runtime.rollouts.sync()  # resume where the shared (or previous) state is
+        runtime.rollouts.start()
         settle_gc()
         self.ready = True
         log.info(
@@ -191,9 +197,12 @@ class Worker:
             self.reloads.last_errors = [repr(exc)]
             log.exception("reload failed while building, keeping the running config")
             return False
+        await new.rollouts.sync()
         old = self.runtime
         for handler in self.handlers:
             handler.runtime = new  # the swap: one reference per listener
+        await old.rollouts.stop()
+        new.rollouts.start()
         new.start_health()  # checkers reused from `old` keep running; retire stops the rest
         self.reloads.ok += 1
         self.reloads.last_errors = []

@@ -3,6 +3,13 @@
 `/healthz` answers 200 while the process runs its event loop. `/readyz` answers 200
 only when a config is loaded and every worker is listening, 503 otherwise (during
 start-up and while draining on SIGTERM), so a load balancer stops sending first.
+
+Rollouts (when the process serves them, `rollouts` given): `GET /rollouts`,
+`GET /rollouts/{name}`, `POST /rollouts/{name}/{pause|resume|promote|abort}`.
+Answers: 200 with the rollout's status, 404 unknown name or action, 409 an action
+the rollout's state does not allow (the message says why), 503 the state store
+could not record it. With several worker processes and no Redis there is no shared
+state to act on: 501.
 """
 
 from __future__ import annotations
@@ -13,10 +20,21 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.rollout.controller import Rollout, Rollouts
+from gateway.rollout.machine import Event, RolloutStateError
+from gateway.rollout.store import StoreUnavailable
+
 StatusFn = Callable[[], dict[str, Any]]
+RolloutsFn = Callable[[], Rollouts]
+ACTIONS = {
+    "pause": Event.PAUSE,
+    "resume": Event.RESUME,
+    "promote": Event.PROMOTE,
+    "abort": Event.ABORT,
+}
 
 
-def make_admin_app(status: StatusFn) -> web.Application:
+def make_admin_app(status: StatusFn, rollouts: RolloutsFn | None = None) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return _json(200, {"status": "alive"})
 
@@ -24,9 +42,44 @@ def make_admin_app(status: StatusFn) -> web.Application:
         st = status()
         return _json(200 if st.get("ready") else 503, st)
 
+    def rollout(request: web.Request) -> Rollout | web.Response:
+        if rollouts is None:
+            return _json(501, {"error": "rollout control needs one worker process or redis"})
+        r = rollouts().rollouts.get(request.match_info["name"])
+        if r is None:
+            return _json(404, {"error": f"no rollout {request.match_info['name']!r}"})
+        return r
+
+    async def list_rollouts(request: web.Request) -> web.Response:
+        if rollouts is None:
+            return _json(501, {"error": "rollout control needs one worker process or redis"})
+        return _json(200, {"rollouts": rollouts().status()})
+
+    async def show(request: web.Request) -> web.Response:
+        r = rollout(request)
+        return r if isinstance(r, web.Response) else _json(200, r.status())
+
+    async def act(request: web.Request) -> web.Response:
+        event = ACTIONS.get(request.match_info["action"])
+        if event is None:
+            return _json(404, {"error": f"no action {request.match_info['action']!r}"})
+        r = rollout(request)
+        if isinstance(r, web.Response):
+            return r
+        try:
+            await r.act(event, who=f"admin api ({request.remote})")
+        except RolloutStateError as exc:
+            return _json(409, {"error": str(exc), **r.status()})
+        except StoreUnavailable as exc:
+            return _json(503, {"error": str(exc)})
+        return _json(200, r.status())
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get("/rollouts", list_rollouts)
+    app.router.add_get("/rollouts/{name}", show)
+    app.router.add_post("/rollouts/{name}/{action}", act)
     return app
 
 

@@ -16,7 +16,12 @@ not); redirect_to_https only on a plain listener; an explicit SNI server name in
 certificate pairs of one listener is an error (which one would be served?).
 
 Rate limits: policy names are unique per route (they name the RateLimit header items
-and the buckets), and `store: redis` needs the top-level `redis` section.
+and the buckets), and `store: redis` needs the top-level `redis` section; so does
+`bans.store: redis`.
+
+Services and regions (`rollout_checks`): a route names an upstream or a service, a
+service's versions name upstreams, the two name spaces do not overlap, and the regions
+an upstream's `regions` section lists are regions its endpoints have.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.config.fields import split_host_port
+from gateway.config.rollout_checks import check_regions, check_services
 from gateway.errors import ConfigError
 
 _WILDCARDS = {"0.0.0.0", "::"}
@@ -39,6 +45,9 @@ def cross_check(data: object) -> list[ConfigError]:
         *_check_listeners(data),
         *_check_listener_tls(data),
         *_check_rate_limits(data),
+        *_check_bans(data),
+        *check_services(data),
+        *check_regions(data),
     ]
 
 
@@ -48,6 +57,9 @@ def _check_routes(data: dict[str, Any]) -> list[ConfigError]:
         return []
     upstreams = data.get("upstreams")
     known = set(upstreams) if isinstance(upstreams, dict) else None
+    services = data.get("services")
+    if known is not None and isinstance(services, dict):
+        known |= set(services)
     errors: list[ConfigError] = []
     first_by_name: dict[str, int] = {}
     for i, route in enumerate(routes):
@@ -245,3 +257,10 @@ def _check_rate_limits(data: dict[str, Any]) -> list[ConfigError]:
                     ConfigError(f"{at}.store", "'redis' needs the top-level redis section")
                 )
     return errors
+
+
+def _check_bans(data: dict[str, Any]) -> list[ConfigError]:
+    bans = data.get("bans")
+    if isinstance(bans, dict) and bans.get("store") == "redis" and data.get("redis") is None:
+        return [ConfigError("bans.store", "'redis' needs the top-level redis section")]
+    return []

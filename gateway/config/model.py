@@ -18,7 +18,8 @@ file used.
 The TLS models (listener certificates, client certificates, upstream TLS) live in
 `tls_model.py`, a route's header rules in `headers_model.py`, rate limit policies and
 the Redis store in `ratelimit_model.py`, balancing, breakers, health checks, limits
-and retries in `resilience_model.py`; this module re-exports them.
+and retries in `resilience_model.py`, abusive-client bans in `bans_model.py`, response
+compression in `compression_model.py`; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from gateway.config.bans_model import Bans
 from gateway.config.fields import (
     NAME_PATTERN,
     Address,
@@ -45,6 +47,7 @@ from gateway.config.fields import (
     split_host_port,
     unit,
 )
+from gateway.config.compression_model import Compression, Levels
 from gateway.config.forwarding_model import ClientCertHeaders, Forwarding
 from gateway.config.headers_model import HeaderEdits, HeaderRules, SecurityHeaders
 from gateway.config.ratelimit_model import (
@@ -60,6 +63,7 @@ from gateway.config.resilience_model import (
     Retries,
     UpstreamLimits,
 )
+from gateway.config.rollout_model import Regions, RolloutPlan, Service
 from gateway.config.screening_model import Exclusion, Limits, Screening
 from gateway.config.tls_model import CertificatePair, ListenerTLS, UpstreamTLS
 from gateway.config.units import Duration, Size
@@ -68,9 +72,11 @@ __all__ = [
     "NAME_PATTERN",
     "Admin",
     "Balancing",
+    "Bans",
     "BreakerSettings",
     "CertificatePair",
     "ClientCertHeaders",
+    "Compression",
     "Config",
     "Endpoint",
     "Exclusion",
@@ -80,6 +86,7 @@ __all__ = [
     "HeaderMatch",
     "HeaderRules",
     "HealthCheck",
+    "Levels",
     "Limits",
     "Listener",
     "ListenerTLS",
@@ -89,12 +96,15 @@ __all__ = [
     "RateLimitPolicy",
     "RateLimitSettings",
     "RedisSettings",
+    "Regions",
     "Retries",
     "Rewrite",
+    "RolloutPlan",
     "Route",
     "Screening",
     "SecurityHeaders",
     "ServerLimits",
+    "Service",
     "StrictModel",
     "Timeouts",
     "Upstream",
@@ -200,6 +210,9 @@ class Endpoint(StrictModel):
 
     url: str = Field(description="'http://host:port' or 'https://host:port'; no path or query.")
     weight: int = Field(default=1, ge=1, description="Relative share of the upstream's traffic.")
+    region: Name | None = Field(
+        default=None, description="The endpoint's region (locality failover, see regions)."
+    )
 
     @field_validator("url")
     @classmethod
@@ -276,6 +289,11 @@ class Upstream(StrictModel):
     )
     limits: UpstreamLimits = Field(
         default=UpstreamLimits(), description="Bulkhead: concurrent and queued requests at most."
+    )
+    regions: Regions | None = Field(
+        default=None,
+        description="Locality: failover order and weights across the endpoints' regions; "
+        "default (endpoints with a region): own region first.",
     )
 
 
@@ -380,7 +398,7 @@ class Route(StrictModel):
     match: Match = Field(
         default=Match(), description="What requests this route takes; default all."
     )
-    upstream: str = Field(description="Name of an entry in upstreams.")
+    upstream: str = Field(description="Name of an entry in upstreams or in services.")
     rewrite: Rewrite | None = Field(default=None, description="Path rewrite before forwarding.")
     preserve_host: bool = Field(
         default=True,
@@ -415,6 +433,16 @@ class Route(StrictModel):
         description="Pattern screening (SQLi, XSS, traversal, command injection, protocol "
         "anomalies) with anomaly scoring; block or shadow, exclusions.",
     )
+    compression: Compression | None = Field(
+        default=None,
+        description="Response compression (zstd, br, gzip) negotiated with Accept-Encoding, "
+        "streamed; none: off.",
+    )
+    bans: bool = Field(
+        default=True,
+        description="Apply the top-level bans section here (refuse banned, denied clients; "
+        "count this route's blocks); false exempts the route.",
+    )
 
 
 class Config(StrictModel):
@@ -427,6 +455,14 @@ class Config(StrictModel):
         default=ServerLimits(), description="Client-side limits and timeouts."
     )
     upstreams: dict[Name, Upstream] = Field(description="Upstreams by name.")
+    services: dict[Name, Service] = Field(
+        default={},
+        description="Services with versions (weighted, sticky splits and rollouts) by name; "
+        "a route names one in place of an upstream.",
+    )
+    region: Name | None = Field(
+        default=None, description="This gateway's region: its endpoints are preferred."
+    )
     routes: list[Route] = Field(description="Routes; names are unique.")
     forwarding: Forwarding = Field(
         default=Forwarding(), description="Forwarding and client-certificate headers."
@@ -443,6 +479,11 @@ class Config(StrictModel):
     )
     rate_limit: RateLimitSettings = Field(
         default=RateLimitSettings(), description="Process-wide rate limit settings."
+    )
+    bans: Bans | None = Field(
+        default=None,
+        description="Ban client addresses blocked too often; allow/deny CIDRs, user-agent "
+        "deny patterns; none: off.",
     )
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from gateway.config.model import Upstream as UpstreamConfig
 from gateway.upstream.balancer import (
@@ -26,6 +27,9 @@ from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.health import HealthChecker, HealthPolicy, HealthState
 from gateway.upstream.member import Member
 from gateway.upstream.pool import ConnectionPool
+
+if TYPE_CHECKING:
+    from gateway.upstream.locality import RegionalBalancer
 
 
 class Upstream:
@@ -45,7 +49,7 @@ class Upstream:
     ) -> None:
         ms = [m if isinstance(m, Member) else Member(m) for m in members]
         self.name = name
-        self.balancer: Balancer
+        self.balancer: Balancer | RegionalBalancer  # regional: set by the runtime (locality.py)
         if policy == "weighted":
             self.balancer = SmoothWeighted(ms)
         elif policy == "least_request":
