@@ -10,9 +10,14 @@ Where things live:
   proxy.py                the chain's terminal: hop-by-hop rules, forwarding, retries
   errors.py               GatewayError(status) hierarchy, ConfigError(path, message)
   config/                 typed strict model, YAML/TOML loading, checks, JSON Schema
-  routing/                route table: host, path, method and header matching
-  upstream/               httptools keep-alive pool, HTTP/1.1 client, balancing
-  admin/                  /healthz, /readyz on the admin listener
+  routing/                route table (host, path, method, headers); version splits
+  rollout/                canary rollout plans, gates, controller, state store
+  filters/                headers, rate limits, size limits, screening (one module each)
+  store/                  rate-limit buckets: memory, Redis Lua + batching, breaker
+  tls/                    listener TLS contexts (SNI, mTLS, reload), client-cert facts
+  forwarded.py            trusted proxies, client address, RFC 7239 Forwarded
+  upstream/               httptools keep-alive pool, breakers, health, balancing, retries
+  admin/                  /healthz, /readyz, rollouts on the admin listener
   demo.py                 demo upstreams for the quick start
 """
 

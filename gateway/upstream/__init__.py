@@ -14,6 +14,7 @@ path"), so the upstream client is our own, with httptools (llhttp) doing the par
     balancer.py     RoundRobin, SmoothWeighted, LeastRequest, ConsistentHash: pick()
     bulkhead.py     Bulkhead: concurrent and queued requests per upstream
     budget.py       RetryPolicy, RetryBudget: retries as a share of requests
+    locality.py     RegionalBalancer: own region first, failover order, region weights
     service.py      Upstream and build_upstream (config -> objects, state reuse)
 
 Every transport fault leaves this package as a `gateway.errors` exception.
