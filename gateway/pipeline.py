@@ -29,6 +29,7 @@ class Filter(Protocol):
 # tuple cannot be installed: adding a filter means deciding where it runs.
 FILTER_ORDER: tuple[str, ...] = (
     "metrics",
+    "bans",  # banned / denied clients: one dict lookup, before anything else works
     "headers",
     "size",
     "ratelimit",

@@ -20,6 +20,10 @@ per-version stats survive reloads (`version_stats`, by service, version, upstrea
 upstreams whose endpoints name regions get a RegionalBalancer (locality.py). The
 rollouts (`Rollouts.build`) keep their state across a reload while their plan is
 unchanged; their clock is the injected one, else wall time (shared via Redis).
+
+Bans (`bans` section): one BanStore per config, reused while `bans` and `redis` are
+unchanged and otherwise handing its BanState (bans, block windows) to the next, as
+the rate-limit stores do; one BanGuard (compiled lists) shared by the routes' filters.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from gateway.config.model import Config
 from gateway.config.model import Route as RouteConfig
 from gateway.config.model import Upstream as UpstreamConfig
 from gateway.filters import HeaderFilter, ScreeningFilter, SizeFilter
+from gateway.filters.bans import BanFilter, BanGuard
+from gateway.filters.compression import CompressionFilter
 from gateway.filters.ratelimit import build_ratelimit_filter
 from gateway.forwarded import TrustedProxies
 from gateway.pipeline import Filter, compile_chain
@@ -40,6 +46,7 @@ from gateway.rollout.controller import Rollouts
 from gateway.rollout.stats import VersionStats
 from gateway.routing import Route, RouteTable
 from gateway.routing.split import Version, VersionSplit
+from gateway.store.bans import BanStore
 from gateway.store.stores import RateLimitStores
 from gateway.upstream import ConnectionPool, EndpointSpec, RetryBudget, RetryPolicy
 from gateway.upstream.health import HealthChecker
@@ -71,6 +78,7 @@ STORES_DRAIN_S = 5.0
 
 class Runtime:
     __slots__ = (
+        "bans",
         "budgets",
         "clock",
         "config",
@@ -97,7 +105,9 @@ class Runtime:
         clock: Callable[[], float] = time.monotonic,
         splits: dict[str, VersionSplit] | None = None,
         rollouts: Rollouts | None = None,
+        bans: BanStore | None = None,
     ) -> None:
+        self.bans = bans  # the worker's ban state (None: no bans section)
         self.splits = splits if splits is not None else {}
         self.version_stats = {
             (sp.name, v.name, v.upstream.name): v.stats
@@ -135,6 +145,10 @@ class Runtime:
         stores = RateLimitStores.for_config(
             config, previous=previous.stores if previous is not None else None
         )
+        bans = BanStore.for_config(config, previous.bans if previous else None, clock)
+        guard = BanGuard(config.bans, bans) if config.bans and bans else None
+        if bans is not None:
+            bans.start()  # the Redis sync, when a loop runs (idempotent)
         pools: dict[EndpointSpec, ConnectionPool] = {}
         upstreams: dict[str, Upstream] = {}
         for name, ucfg in config.upstreams.items():
@@ -177,7 +191,7 @@ class Runtime:
                 clock=clock,
                 split=split,
             )
-            route.handler = compile_chain(route_filters(rcfg, stores), forwarder)
+            route.handler = compile_chain(route_filters(rcfg, stores, guard), forwarder)
             routes.append(route)
         return cls(
             config,
@@ -190,6 +204,7 @@ class Runtime:
             clock,
             splits,
             rollouts,
+            bans,
         )
 
     @property
@@ -218,6 +233,8 @@ class Runtime:
         await self.rollouts.close(successor.rollouts)
         for pool in self.retired_pools(successor):
             await pool.close()
+        if self.bans is not None and successor.bans is not self.bans:
+            await self.bans.retire(successor.bans)
         if successor.stores is not self.stores:
             # Let decisions already waiting on the old Redis client finish first.
             await asyncio.sleep(STORES_DRAIN_S)
@@ -229,6 +246,8 @@ class Runtime:
         for pool in self.pools.values():
             await pool.close()
         await self.stores.close()
+        if self.bans is not None:
+            await self.bans.retire(None)
 
     def __repr__(self) -> str:
         return (
@@ -280,19 +299,25 @@ def retry_policy(rcfg: RouteConfig) -> RetryPolicy:
     )
 
 
-def route_filters(rcfg: RouteConfig, stores: RateLimitStores) -> dict[str, Filter]:
+def route_filters(
+    rcfg: RouteConfig, stores: RateLimitStores, bans: BanGuard | None = None
+) -> dict[str, Filter]:
     """The filters a route configures, by name.
 
     Each filter issue adds its builder here (config section -> immutable filter
     object); compile_chain puts them in FILTER_ORDER.
     """
     filters: dict[str, Filter] = {}
+    if bans is not None and rcfg.bans:
+        filters["bans"] = BanFilter(bans, route=rcfg.name)
     if rcfg.headers is not None and not rcfg.headers.empty:
         filters["headers"] = HeaderFilter(rcfg.headers, route=rcfg.name, upstream=rcfg.upstream)
     if rcfg.limits is not None:
         filters["size"] = SizeFilter(rcfg.limits, route=rcfg.name)
     if rcfg.screening is not None:
         filters["screening"] = ScreeningFilter(rcfg.screening, route=rcfg.name)
+    if rcfg.compression is not None:
+        filters["compression"] = CompressionFilter(rcfg.compression, route=rcfg.name)
     ratelimit = build_ratelimit_filter(rcfg, stores)
     if ratelimit is not None:
         filters["ratelimit"] = ratelimit

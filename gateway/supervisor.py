@@ -5,6 +5,8 @@ listener, optional demo upstreams. With N > 1 the supervisor runs the admin list
 and the demo upstreams and starts N worker processes (spawned, not forked, so no
 event-loop state is shared); each binds the proxy ports itself with SO_REUSEPORT,
 so the kernel spreads connections across them, and each watches the config file.
+Bans: in one process the admin API reaches the worker's bans; with N workers only
+bans shared through Redis can be listed and lifted (see gateway/admin/app.py).
 The supervisor forwards SIGHUP (reload) and SIGTERM (drain, stop) to every worker,
 restarts a worker that dies unexpectedly, and reports ready when all have said so.
 """
@@ -27,6 +29,7 @@ from gateway.admin.app import make_admin_app, start_admin
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
+from gateway.store.bans import BanStore
 from gateway.worker import ListenError, Worker
 
 log = logging.getLogger("gateway.supervisor")
@@ -59,7 +62,9 @@ async def run_single(path: Path, config: Config, demo: bool) -> None:
 
     admin = None
     if config.admin.enabled:
-        app = make_admin_app(status, rollouts=lambda: worker.runtime.rollouts)
+        app = make_admin_app(
+            status, rollouts=lambda: worker.runtime.rollouts, bans=lambda: worker.runtime.bans
+        )
         admin = await start_admin(app, config.admin.host, config.admin.port)
     try:
         await worker.serve_until_stopped()
@@ -143,8 +148,13 @@ class Supervisor:
         for i in range(self.n):
             self.spawn(i)
         admin = None
+        # Bans shared through Redis can be listed and lifted from here (a store of our
+        # own, never synced in the background); per-worker memory bans cannot (501).
+        bans = BanStore.for_config(self.config)
+        if bans is not None and bans.redis is None:
+            bans = None
         if self.config.admin.enabled:
-            app = make_admin_app(self.status)
+            app = make_admin_app(self.status, bans=(lambda: bans) if bans is not None else None)
             admin = await start_admin(app, self.config.admin.host, self.config.admin.port)
         restarts: list[float] = []
         try:
@@ -177,6 +187,8 @@ class Supervisor:
                 p.join(1)
             if admin is not None:
                 await admin.cleanup()
+            if bans is not None:
+                await bans.retire(None)
             for runner in demos:
                 await runner.cleanup()
 

@@ -10,10 +10,18 @@ Answers: 200 with the rollout's status, 404 unknown name or action, 409 an actio
 the rollout's state does not allow (the message says why), 503 the state store
 could not record it. With several worker processes and no Redis there is no shared
 state to act on: 501.
+
+Bans (`bans` given): `GET /bans` lists active bans (ip, until as epoch seconds,
+remaining_s, reason, count, shared); `DELETE /bans/{ip}` lifts one (200, 404 when not
+banned, 400 not an address). With Redis the list is read from Redis and a lift deletes
+the shared record: every process drops it within `bans.sync_interval`. 404 when the
+config has no bans section, 503 when Redis cannot answer, 501 in multi-worker mode
+without Redis (each worker's bans are its own; nothing here can reach them).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from typing import Any
 
@@ -23,9 +31,11 @@ from aiohttp import web
 from gateway.rollout.controller import Rollout, Rollouts
 from gateway.rollout.machine import Event, RolloutStateError
 from gateway.rollout.store import StoreUnavailable
+from gateway.store.bans import BanStore, BansUnavailable
 
 StatusFn = Callable[[], dict[str, Any]]
 RolloutsFn = Callable[[], Rollouts]
+BansFn = Callable[[], BanStore | None]
 ACTIONS = {
     "pause": Event.PAUSE,
     "resume": Event.RESUME,
@@ -34,7 +44,9 @@ ACTIONS = {
 }
 
 
-def make_admin_app(status: StatusFn, rollouts: RolloutsFn | None = None) -> web.Application:
+def make_admin_app(
+    status: StatusFn, rollouts: RolloutsFn | None = None, bans: BansFn | None = None
+) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         return _json(200, {"status": "alive"})
 
@@ -74,12 +86,47 @@ def make_admin_app(status: StatusFn, rollouts: RolloutsFn | None = None) -> web.
             return _json(503, {"error": str(exc)})
         return _json(200, r.status())
 
+    def ban_store() -> BanStore | web.Response:
+        if bans is None:
+            return _json(501, {"error": "bans are per worker process without redis"})
+        store = bans()
+        if store is None:
+            return _json(404, {"error": "bans are not configured"})
+        return store
+
+    async def list_bans(request: web.Request) -> web.Response:
+        store = ban_store()
+        if isinstance(store, web.Response):
+            return store
+        try:
+            return _json(200, {"bans": await store.listing()})
+        except BansUnavailable as exc:
+            return _json(503, {"error": str(exc)})
+
+    async def lift_ban(request: web.Request) -> web.Response:
+        store = ban_store()
+        if isinstance(store, web.Response):
+            return store
+        try:
+            ip = ipaddress.ip_address(request.match_info["ip"])
+        except ValueError:
+            return _json(400, {"error": "not an IP address"})
+        try:
+            lifted = await store.lift(str(ip))
+        except BansUnavailable as exc:
+            return _json(503, {"error": str(exc)})
+        if not lifted:
+            return _json(404, {"error": f"{ip} is not banned"})
+        return _json(200, {"lifted": str(ip)})
+
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/rollouts", list_rollouts)
     app.router.add_get("/rollouts/{name}", show)
     app.router.add_post("/rollouts/{name}/{action}", act)
+    app.router.add_get("/bans", list_bans)
+    app.router.add_delete("/bans/{ip}", lift_ban)
     return app
 
 

@@ -30,7 +30,8 @@ from gateway.config.units import Size
 
 __all__ = ["DEFAULT_CONTENT_TYPES", "ENCODINGS", "Compression", "Encoding", "Levels"]
 
-ENCODINGS = ("zstd", "br", "gzip")
+EncodingName = Literal["zstd", "br", "gzip"]
+ENCODINGS: tuple[EncodingName, ...] = ("zstd", "br", "gzip")
 
 # Text-like types that compress well. Already-compressed formats (images other than
 # SVG, video, archives, woff2) gain nothing and cost CPU, so they are not listed.
@@ -55,9 +56,7 @@ DEFAULT_CONTENT_TYPES = [
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _MEDIA_RANGE = re.compile(rf"({_TOKEN})/(\*|\*\+{_TOKEN}|{_TOKEN})")
 
-Encoding = Annotated[
-    Literal["zstd", "br", "gzip"], BeforeValidator(choice("encoding", ENCODINGS))
-]
+Encoding = Annotated[EncodingName, BeforeValidator(choice("encoding", ENCODINGS))]
 
 
 def _check_media_range(v: str) -> str:

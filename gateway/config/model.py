@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from gateway.config.bans_model import Bans
+from gateway.config.compression_model import Compression, Levels
 from gateway.config.fields import (
     NAME_PATTERN,
     Address,
@@ -47,7 +48,6 @@ from gateway.config.fields import (
     split_host_port,
     unit,
 )
-from gateway.config.compression_model import Compression, Levels
 from gateway.config.forwarding_model import ClientCertHeaders, Forwarding
 from gateway.config.headers_model import HeaderEdits, HeaderRules, SecurityHeaders
 from gateway.config.ratelimit_model import (

@@ -10,8 +10,12 @@ size.py     SizeFilter: per-route limits (405 methods, 414 URL, 431 headers, 415
             types, 413 body: Content-Length at once, a streamed body as it streams)
 screening/  ScreeningFilter: SQLi/XSS/traversal/RCE/protocol rules, normalised input,
             anomaly scoring, block or shadow, exclusions (see its __init__)
+bans.py     BanFilter: banned / deny-listed / user-agent-denied clients get 403 first;
+            counts screening blocks toward bans (store: gateway/store/bans.py)
 ratelimit.py  RateLimitFilter: token-bucket policies per route (memory or Redis store,
               batched), 429 + RateLimit headers; build_ratelimit_filter(route, stores)
+compression.py  CompressionFilter: Accept-Encoding negotiation (zstd, br, gzip),
+              skip rules, Vary, weak ETags, streamed output with bounded memory
 """
 
 from gateway.filters.headers import HeaderFilter

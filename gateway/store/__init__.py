@@ -7,6 +7,8 @@ redis_store.py  RedisStore: one atomic multi-key Lua script per event-loop tick'
 breaker.py      Breaker: closed/open/half-open as a transition table
 stores.py       RateLimitStores: one per worker, owns the Redis client, reused on reload;
                 falls back to memory (fail-open) or None (fail-closed)
+bans.py         BanStore / BanState / RedisBans: blocks per client, bans with expiry,
+                shared through Redis with a periodic sync (the ban filter reads memory)
 """
 
 from gateway.store.breaker import Breaker, State

@@ -17,8 +17,9 @@ CRS's REQBODY_ERROR does. Binary and multipart bodies are not inspected (known g
 multipart form fields).
 
 Verdict (scoring.py): `block` answers 403 with the request id and never the payload;
-`shadow` logs the same line and lets the request pass. Counters on the object
-(`counters`) until the metrics issue exports them.
+`shadow` logs the same line and lets the request pass. A block sets
+`ex.state["blocked_by"]`, which the ban filter counts (shadow verdicts do not count).
+Counters on the object (`counters`) until the metrics issue exports them.
 """
 
 from __future__ import annotations
@@ -278,6 +279,7 @@ class ScreeningFilter:
             c.shadow += 1
             return None
         c.blocked += 1
+        ex.state["blocked_by"] = "screening"  # counted toward a ban (filters/bans.py)
         return Reply.error(403, "forbidden", "request blocked by screening", ex.request_id)
 
     def __repr__(self) -> str:
