@@ -588,7 +588,8 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
         if name not in targets:
             continue
         config = tmp / f"{name}.yaml"
-        redis_url = f"redis://127.0.0.1:{redis_port}/0" if name == "gateway" else None
+        with_redis = name == "gateway" and redis_port is not None
+        redis_url = f"redis://127.0.0.1:{redis_port}/0" if with_redis else None
         cfg = gateway_config(ports[name], admin_ports[name], up, args.workers, sc, tls, redis_url)
         config.write_text("# JSON is YAML\n" + json.dumps(cfg, indent=2) + "\n")
         argv = [sys.executable, "-m", "gateway", "run", str(config)]

@@ -102,7 +102,7 @@ class Exchange:
         self.peer_ip = peer_ip if peer_ip is not None else client_ip
         self.trusted_peer = trusted_peer
         self.tls = tls
-        self.listener = listener  # the RFC 7239 node the request came in on
+        self.listener = listener  # the RFC 7239 node the request came in on, quoted
         self.request_id = request_id
         self.route = route
         self.body = body

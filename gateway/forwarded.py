@@ -95,7 +95,8 @@ def quote(value: str) -> str:
 
 
 def forwarded_element(client_ip: str, proto: str, host: str, by: str | None) -> str:
-    """One Forwarded element; `by` is a node as `node()` writes it (quoted here)."""
+    """One Forwarded element; `by` is a node already quoted (`quote(node(...))`, done
+    once per listener)."""
     ip = f'"[{client_ip}]"' if ":" in client_ip else (client_ip or "unknown")
-    element = f"for={ip};by={quote(by)};proto={proto}" if by else f"for={ip};proto={proto}"
+    element = f"for={ip};by={by};proto={proto}" if by else f"for={ip};proto={proto}"
     return f"{element};host={quote(host)}" if host else element

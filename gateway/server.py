@@ -227,7 +227,7 @@ class Handler:
     ) -> None:
         self.runtime = runtime
         self.scheme = scheme
-        self.listener = listener  # RFC 7239 node, e.g. '"127.0.0.1:8443"'
+        self.listener = listener  # RFC 7239 node, quoted: '"127.0.0.1:8443"'
         self.redirect_port = redirect_port
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:

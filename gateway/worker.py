@@ -31,7 +31,7 @@ from pathlib import Path
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
-from gateway.forwarded import node
+from gateway.forwarded import node, quote
 from gateway.runtime import Runtime
 from gateway.server import GatewayServer, Handler
 from gateway.tls import ServerTLS, build_server_context
@@ -133,7 +133,7 @@ class Worker:
             handler = Handler(
                 runtime,
                 "https" if tls else "http",
-                listener=node(lst.host, bound_port),
+                listener=quote(node(lst.host, bound_port)),
                 redirect_port=lst.redirect_to_https,
             )
             http = GatewayServer(
