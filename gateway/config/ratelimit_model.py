@@ -277,8 +277,10 @@ class RedisSettings(StrictModel):
     max_batch: int = Field(
         default=256, ge=1, description="Most bucket checks sent in one script call."
     )
+    # One call out at a time: what queues meanwhile goes in the next call, so batches
+    # grow with load and round trips do not (measured here: +4% req/s against 2).
     max_in_flight: int = Field(
-        default=2, ge=1, description="Script calls in flight at once per process."
+        default=1, ge=1, description="Script calls in flight at once per process."
     )
     breaker: RedisBreaker = Field(default=RedisBreaker(), description="Circuit breaker.")
 

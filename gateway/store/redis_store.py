@@ -182,7 +182,7 @@ class RedisStore:
         key_prefix: str = "gw:rl:",
         timeout_s: float = 0.05,
         max_batch: int = 256,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
         cluster: bool = False,
     ) -> None:
         self.client = client

@@ -162,7 +162,7 @@ def test_defaults_and_normalisation() -> None:
     assert redis is not None
     assert (redis.url, redis.cluster, redis.timeout, redis.key_prefix) == (
         "redis://127.0.0.1:6379/0", False, 0.05, "gw:rl:")  # fmt: skip
-    assert (redis.max_batch, redis.max_in_flight) == (256, 2)
+    assert (redis.max_batch, redis.max_in_flight) == (256, 1)
     assert (redis.breaker.failures, redis.breaker.open_for, redis.breaker.max_open_for) == (
         3, 0.25, 10.0)  # fmt: skip
 
