@@ -62,6 +62,7 @@ from gateway.errors import (
 )
 from gateway.exchange import Exchange, Reply
 from gateway.forwarded import forwarded_element
+from gateway.hopbyhop import HOP_BY_HOP
 from gateway.pipeline import Next
 from gateway.upstream import ConnectionPool, RetryBudget, RetryPolicy, UpstreamResponse
 from gateway.upstream.breaker import HALF_OPEN
@@ -76,23 +77,6 @@ Clock = Callable[[], float]
 HashKeyOf = Callable[[Exchange], str | None]
 _NONE: frozenset[str] = frozenset()
 
-# RFC 9110 7.6.1 plus the de-facto ones (Keep-Alive, Proxy-Connection). Content-Length
-# is not hop-by-hop, but framing is rebuilt on each side, so it is dropped too.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "expect",
-    }
-)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 

@@ -42,6 +42,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator
 
 from gateway.config.fields import StrictModel, Token, choice
+from gateway.hopbyhop import HOP_BY_HOP
 
 __all__ = [
     "MANAGED_HEADERS",
@@ -78,23 +79,8 @@ VARIABLES: dict[str, str] = {
     "time_unix": "the current time in whole seconds since the Unix epoch",
 }
 
-# RFC 9110 7.6.1 hop-by-hop headers and the framing ones the proxy rebuilds on each side
-# (the same set as gateway.proxy.HOP_BY_HOP; a test keeps the two equal).
-MANAGED_HEADERS = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "expect",
-    }
-)
+# Header rules may not touch hop-by-hop or framing headers (the proxy rebuilds them).
+MANAGED_HEADERS = HOP_BY_HOP
 
 # field -> (header, value in `basic`, value in `strict`); None: not sent by that preset.
 SECURITY_HEADERS: dict[str, tuple[str, str | None, str | None]] = {

@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict
 
-from gateway.config.headers_model import MANAGED_HEADERS, VARIABLES
+from gateway.config.headers_model import VARIABLES
 from gateway.config.load import validate_data
 from gateway.config.model import Route as RouteConfig
 from gateway.errors import UpstreamConnectError, UpstreamTimeout
 from gateway.exchange import Exchange, Reply, TLSInfo
 from gateway.filters.headers import GETTERS, HeaderFilter, compile_template
 from gateway.pipeline import compile_chain
-from gateway.proxy import HOP_BY_HOP
 from gateway.routing import Route
 from gateway.runtime import route_filters
 from gateway.store.stores import RateLimitStores
@@ -422,7 +421,3 @@ def test_repr_shows_the_rules() -> None:
         "'X-Frame-Options', 'Referrer-Policy', 'Permissions-Policy', "
         "'Strict-Transport-Security (https only)'] keep_upstream=['Strict-Transport-Security']>"
     )
-
-
-def test_managed_headers_match_the_proxy() -> None:
-    assert MANAGED_HEADERS == HOP_BY_HOP

@@ -122,23 +122,29 @@ def _needed(node: tuple[Any, Any]) -> Atoms | None:
     return None  # AT, ASSERT, ASSERT_NOT, ANY, NOT_LITERAL, optional repeats, ...
 
 
+def _exact_run(nodes: list[Any], i: int) -> tuple[Atoms | None, int]:
+    """The longest run of exact nodes from `i`, concatenated (None if none), and where
+    it ends."""
+    run: Atoms | None = None
+    j = i
+    while j < len(nodes):
+        e = _exact(nodes[j])
+        if e is None:
+            break
+        nxt = frozenset(a + b for a in (run or {""}) for b in e)
+        if len(nxt) > _MAX_SET:
+            break
+        run = nxt
+        j += 1
+    return run, j
+
+
 def _needed_seq(seq: Any) -> Atoms | None:
     nodes = list(seq)
     best: Atoms | None = None
     i = 0
     while i < len(nodes):
-        # The longest run of exact nodes starting here, concatenated.
-        run: Atoms | None = None
-        j = i
-        while j < len(nodes):
-            e = _exact(nodes[j])
-            if e is None:
-                break
-            nxt = frozenset(a + b for a in (run or {""}) for b in e)
-            if len(nxt) > _MAX_SET:
-                break
-            run = nxt
-            j += 1
+        run, j = _exact_run(nodes, i)
         if run is not None:
             best = _better(best, run)
             i = j
@@ -163,17 +169,7 @@ def clauses(pattern: str) -> list[Atoms]:
     out: list[Atoms] = []
     i = 0
     while i < len(nodes):
-        run: Atoms | None = None
-        j = i
-        while j < len(nodes):
-            e = _exact(nodes[j])
-            if e is None:
-                break
-            nxt = frozenset(a + b for a in (run or {""}) for b in e)
-            if len(nxt) > _MAX_SET:
-                break
-            run = nxt
-            j += 1
+        run, j = _exact_run(nodes, i)
         if run is not None:
             if "" not in run:
                 out.append(run)
