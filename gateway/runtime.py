@@ -24,6 +24,9 @@ unchanged; their clock is the injected one, else wall time (shared via Redis).
 Bans (`bans` section): one BanStore per config, reused while `bans` and `redis` are
 unchanged and otherwise handing its BanState (bans, block windows) to the next, as
 the rate-limit stores do; one BanGuard (compiled lists) shared by the routes' filters.
+
+Cache (`cache_store`): one MemoryStore per worker, kept across every reload (resized
+to the new max_bytes); its clock is the runtime's, and tests may replace it.
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from gateway.cache.store import MemoryStore
 from gateway.config.model import Config
 from gateway.config.model import Route as RouteConfig
 from gateway.config.model import Upstream as UpstreamConfig
 from gateway.filters import HeaderFilter, ScreeningFilter, SizeFilter
 from gateway.filters.bans import BanFilter, BanGuard
+from gateway.filters.cache import CacheFilter
 from gateway.filters.compression import CompressionFilter
 from gateway.filters.ratelimit import build_ratelimit_filter
 from gateway.forwarded import TrustedProxies
@@ -80,6 +85,7 @@ class Runtime:
     __slots__ = (
         "bans",
         "budgets",
+        "cache",
         "clock",
         "config",
         "config_hash",
@@ -106,8 +112,11 @@ class Runtime:
         splits: dict[str, VersionSplit] | None = None,
         rollouts: Rollouts | None = None,
         bans: BanStore | None = None,
+        cache: MemoryStore | None = None,
     ) -> None:
         self.bans = bans  # the worker's ban state (None: no bans section)
+        # The worker's cache entries: one store, kept across reloads (resized in place).
+        self.cache = cache if cache is not None else MemoryStore(config.cache_store.max_bytes)
         self.splits = splits if splits is not None else {}
         self.version_stats = {
             (sp.name, v.name, v.upstream.name): v.stats
@@ -149,6 +158,8 @@ class Runtime:
         guard = BanGuard(config.bans, bans) if config.bans and bans else None
         if bans is not None:
             bans.start()  # the Redis sync, when a loop runs (idempotent)
+        cache = previous.cache if previous is not None else MemoryStore(0, clock)
+        cache.set_max_bytes(config.cache_store.max_bytes)
         pools: dict[EndpointSpec, ConnectionPool] = {}
         upstreams: dict[str, Upstream] = {}
         for name, ucfg in config.upstreams.items():
@@ -191,7 +202,7 @@ class Runtime:
                 clock=clock,
                 split=split,
             )
-            route.handler = compile_chain(route_filters(rcfg, stores, guard), forwarder)
+            route.handler = compile_chain(route_filters(rcfg, stores, guard, cache), forwarder)
             routes.append(route)
         return cls(
             config,
@@ -205,6 +216,7 @@ class Runtime:
             splits,
             rollouts,
             bans,
+            cache,
         )
 
     @property
@@ -300,7 +312,10 @@ def retry_policy(rcfg: RouteConfig) -> RetryPolicy:
 
 
 def route_filters(
-    rcfg: RouteConfig, stores: RateLimitStores, bans: BanGuard | None = None
+    rcfg: RouteConfig,
+    stores: RateLimitStores,
+    bans: BanGuard | None = None,
+    cache: MemoryStore | None = None,
 ) -> dict[str, Filter]:
     """The filters a route configures, by name.
 
@@ -316,6 +331,9 @@ def route_filters(
         filters["size"] = SizeFilter(rcfg.limits, route=rcfg.name)
     if rcfg.screening is not None:
         filters["screening"] = ScreeningFilter(rcfg.screening, route=rcfg.name)
+    if rcfg.cache is not None:  # without the worker's store (tests), a store of its own
+        store = cache if cache is not None else MemoryStore(64 << 20)
+        filters["cache"] = CacheFilter(rcfg.cache, store, route=rcfg.name)
     if rcfg.compression is not None:
         filters["compression"] = CompressionFilter(rcfg.compression, route=rcfg.name)
     ratelimit = build_ratelimit_filter(rcfg, stores)

@@ -19,7 +19,7 @@ The TLS models (listener certificates, client certificates, upstream TLS) live i
 `tls_model.py`, a route's header rules in `headers_model.py`, rate limit policies and
 the Redis store in `ratelimit_model.py`, balancing, breakers, health checks, limits
 and retries in `resilience_model.py`, abusive-client bans in `bans_model.py`, response
-compression in `compression_model.py`; this module re-exports them.
+compression in `compression_model.py`, caching in `cache_model.py`; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from gateway.config.bans_model import Bans
+from gateway.config.cache_model import Cache, CacheKey, CacheStore
 from gateway.config.compression_model import Compression, Levels
 from gateway.config.fields import (
     NAME_PATTERN,
@@ -74,6 +75,9 @@ __all__ = [
     "Balancing",
     "Bans",
     "BreakerSettings",
+    "Cache",
+    "CacheKey",
+    "CacheStore",
     "CertificatePair",
     "ClientCertHeaders",
     "Compression",
@@ -438,6 +442,10 @@ class Route(StrictModel):
         description="Response compression (zstd, br, gzip) negotiated with Accept-Encoding, "
         "streamed; none: off.",
     )
+    cache: Cache | None = Field(
+        default=None,
+        description="RFC 9111 shared cache for GET/HEAD (the cache_store); none: off.",
+    )
     bans: bool = Field(
         default=True,
         description="Apply the top-level bans section here (refuse banned, denied clients; "
@@ -484,6 +492,9 @@ class Config(StrictModel):
         default=None,
         description="Ban client addresses blocked too often; allow/deny CIDRs, user-agent "
         "deny patterns; none: off.",
+    )
+    cache_store: CacheStore = Field(
+        default=CacheStore(), description="The per-worker memory store of cached responses."
     )
 
     @property
