@@ -12,8 +12,9 @@ Where things live:
   config/                 typed strict model, YAML/TOML loading, checks, JSON Schema
   routing/                route table (host, path, method, headers); version splits
   rollout/                canary rollout plans, gates, controller, state store
-  filters/                headers, rate limits, size limits, screening (one module each)
-  store/                  rate-limit buckets: memory, Redis Lua + batching, breaker
+  filters/                headers, bans, size, rate limits, screening, cache, compression
+  cache/                  HTTP cache rules (RFC 9111) and the byte-bounded memory store
+  store/                  rate-limit buckets and bans: memory, Redis (Lua, batching, breaker)
   tls/                    listener TLS contexts (SNI, mTLS, reload), client-cert facts
   forwarded.py            trusted proxies, client address, RFC 7239 Forwarded
   upstream/               httptools keep-alive pool, breakers, health, balancing, retries

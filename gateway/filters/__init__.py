@@ -14,6 +14,8 @@ bans.py     BanFilter: banned / deny-listed / user-agent-denied clients get 403 
             counts screening blocks toward bans (store: gateway/store/bans.py)
 ratelimit.py  RateLimitFilter: token-bucket policies per route (memory or Redis store,
               batched), 429 + RateLimit headers; build_ratelimit_filter(route, stores)
+cache.py    CacheFilter: RFC 9111 shared cache per route (store: gateway/cache/), Vary,
+            revalidation, collapsed misses, stale-if-error / stale-while-revalidate
 compression.py  CompressionFilter: Accept-Encoding negotiation (zstd, br, gzip),
               skip rules, Vary, weak ETags, streamed output with bounded memory
 """
