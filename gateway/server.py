@@ -26,6 +26,7 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 from random import getrandbits
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
@@ -36,6 +37,7 @@ from multidict import CIMultiDict
 
 from gateway.errors import BadRequest, ClientDisconnected, GatewayError
 from gateway.exchange import Exchange, Reply, TLSInfo
+from gateway.observability.metrics import NO_ROUTE, REQUESTS
 from gateway.tls.facts import facts_from_ssl_object
 
 if TYPE_CHECKING:
@@ -266,8 +268,10 @@ class Handler:
         # Not request.host: without a Host header aiohttp would resolve our own FQDN.
         host = _host_without_port(headers.get("Host", "")).lower()
         method = request.method
+        t0 = perf_counter()
         route = rt.table.match(host, path, method, headers)
         if route is None:
+            REQUESTS.observe(NO_ROUTE, method, 404, perf_counter() - t0)
             return _plain(Reply.error(404, "no_route", "no route matches", rid), rid_header, rid)
         upgrade = "Upgrade" in headers and "upgrade" in headers.get("Connection", "").lower()
         body = None
@@ -294,28 +298,38 @@ class Handler:
             upgrade=upgrade,
         )
         assert route.handler is not None
+        REQUESTS.active += 1  # metrics: one observation per request (finally)
+        status = 500
         try:
-            reply: Reply = await route.handler(ex)
-        except GatewayError as exc:
-            log.warning(
-                "%d %s on route %s (id=%s): %s",
-                exc.status,
-                exc.code,
-                route.name,
-                rid,
-                exc.message,
-            )
-            reply = Reply.error(exc.status, exc.code, exc.message, rid)
-        except ClientDisconnected as exc:
-            log.info("client %s gone on route %s (id=%s): %s", ex.client_ip, route.name, rid, exc)
-            request.protocol.force_close()
-            return Response(status=499)  # never sent: the connection is closed
-        reply.headers[rid_header] = rid
-        if reply.stream is None:
-            return Response(status=reply.status, headers=reply.headers, body=reply.body)
-        if reply.status == 101:
-            return await _splice(request, reply)
-        return await _send_stream(request, reply, rid_header, rid)
+            try:
+                reply: Reply = await route.handler(ex)
+            except GatewayError as exc:
+                log.warning(
+                    "%d %s on route %s (id=%s): %s",
+                    exc.status,
+                    exc.code,
+                    route.name,
+                    rid,
+                    exc.message,
+                )
+                reply = Reply.error(exc.status, exc.code, exc.message, rid)
+            except ClientDisconnected as exc:
+                log.info(
+                    "client %s gone on route %s (id=%s): %s", ex.client_ip, route.name, rid, exc
+                )
+                request.protocol.force_close()
+                status = 499
+                return Response(status=499)  # never sent: the connection is closed
+            status = reply.status
+            reply.headers[rid_header] = rid
+            if reply.stream is None:
+                return Response(status=status, headers=reply.headers, body=reply.body)
+            if status == 101:
+                return await _splice(request, reply)
+            return await _send_stream(request, reply, rid_header, rid)
+        finally:
+            REQUESTS.active -= 1
+            REQUESTS.observe(route.name, method, status, perf_counter() - t0)
 
     def __repr__(self) -> str:
         return f"<Handler {self.runtime!r}>"

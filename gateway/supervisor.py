@@ -9,6 +9,9 @@ Bans: in one process the admin API reaches the worker's bans; with N workers onl
 bans shared through Redis can be listed and lifted (see gateway/admin/app.py).
 The supervisor forwards SIGHUP (reload) and SIGTERM (drain, stop) to every worker,
 restarts a worker that dies unexpectedly, and reports ready when all have said so.
+Metrics: `run` points prometheus-client's multiprocess mode at a fresh directory
+before anything is served (removed at exit); the admin listener merges it, and a
+worker that dies is marked dead there (its live gauges dropped, counters kept).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from gateway.admin.app import make_admin_app, start_admin
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
+from gateway.observability.metrics import disable_multiprocess, enable_multiprocess, mark_dead
 from gateway.store.bans import BanStore
 from gateway.worker import ListenError, Worker
 
@@ -164,6 +168,8 @@ class Supervisor:
                 for i, p in enumerate(self.procs):
                     if not stop.is_set() and p is not None and not p.is_alive():
                         log.error("worker %d exited with %s; restarting", i, p.exitcode)
+                        if p.pid is not None:
+                            mark_dead(p.pid)
                         restarts = [t for t in restarts if time.monotonic() - t < 10] + [
                             time.monotonic()
                         ]
@@ -185,6 +191,8 @@ class Supervisor:
                     log.error("worker pid %d did not stop in time; killing", p.pid)
                     p.kill()
                 p.join(1)
+                if p.pid is not None:
+                    mark_dead(p.pid)
             if admin is not None:
                 await admin.cleanup()
             if bans is not None:
@@ -202,6 +210,9 @@ def run(path: str | Path, *, workers: int | None, demo: bool, log_level: str) ->
         print(exc, file=sys.stderr)
         return 2
     n = workers if workers is not None else config.workers
+    # Metrics: every process (this one, spawned workers) writes to a fresh directory
+    # that the admin listener's /metrics merges; set before any metric value exists.
+    metrics_dir = enable_multiprocess()
     try:
         with event_loop_runner() as runner:
             if n <= 1:
@@ -214,4 +225,6 @@ def run(path: str | Path, *, workers: int | None, demo: bool, log_level: str) ->
     except ConfigErrors as exc:  # files the config names (certificates) failed to load
         print(exc, file=sys.stderr)
         return 2
+    finally:
+        disable_multiprocess(metrics_dir)
     return 0

@@ -32,6 +32,7 @@ from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
 from gateway.forwarded import node, quote
+from gateway.observability import metrics as obs
 from gateway.runtime import Runtime
 from gateway.server import GatewayServer, Handler
 from gateway.tls import ServerTLS, build_server_context
@@ -66,6 +67,12 @@ def settle_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
     gc.collect()
     gc.freeze()
+
+
+def observe_runtime(runtime: Runtime, previous_hash: str | None) -> None:
+    """Metrics for a config being loaded: per-route children, the config hash."""
+    obs.REQUESTS.prepare((r.name, r.methods) for r in runtime.table.routes)
+    obs.config_loaded(runtime.config_hash, previous_hash)
 
 
 class ListenError(Exception):
@@ -160,6 +167,10 @@ class Worker:
             self.bound.append((bound_host, bound_port))
         if srv.watch_config:
             self._tasks.append(asyncio.create_task(self._watch(srv.watch_interval)))
+        self._tasks.append(asyncio.create_task(obs.flush_periodically(lambda: self.runtime)))
+        observe_runtime(runtime, None)
+        for tls in self.tls:
+            obs.certificate_expiries(tls.expiries())
         runtime.start_health()  # each worker checks its own endpoints (health.py)
         await runtime.rollouts.sync()  # resume where the shared (or previous) state is
         runtime.rollouts.start()
@@ -189,22 +200,26 @@ class Worker:
             new = Runtime.build(config, digest, previous=self.runtime)
         except ConfigErrors as exc:
             self.reloads.failed += 1
+            obs.reload_result(False)
             self.reloads.last_errors = [str(e) for e in exc.errors]
             log.error("reload rejected, keeping the running config: %s", exc)
             return False
         except Exception as exc:  # a config that validates but cannot be built
             self.reloads.failed += 1
+            obs.reload_result(False)
             self.reloads.last_errors = [repr(exc)]
             log.exception("reload failed while building, keeping the running config")
             return False
         await new.rollouts.sync()
         old = self.runtime
+        observe_runtime(new, old.config_hash)  # metric children resolved before the swap
         for handler in self.handlers:
             handler.runtime = new  # the swap: one reference per listener
         await old.rollouts.stop()
         new.rollouts.start()
         new.start_health()  # checkers reused from `old` keep running; retire stops the rest
         self.reloads.ok += 1
+        obs.reload_result(True)
         self.reloads.last_errors = []
         if config.listeners != old.config.listeners or config.server != old.config.server:
             log.warning("listeners or server limits changed: they apply after a restart")
@@ -229,7 +244,8 @@ class Worker:
         while True:
             await asyncio.sleep(interval_s)
             for tls in self.tls:  # certificates rotate without a config change
-                tls.reload_if_changed()
+                if tls.reload_if_changed():
+                    obs.certificate_expiries(tls.expiries())
             stat = self._file_stat()
             if stat is None or stat == self._stat:
                 continue

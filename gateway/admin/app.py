@@ -1,4 +1,7 @@
-"""Admin endpoints: liveness and readiness.
+"""Admin endpoints: liveness and readiness, metrics, rollouts, bans.
+
+`/metrics`: the Prometheus exposition for the whole gateway, every worker process's
+metrics merged (gateway/observability/metrics.py).
 
 `/healthz` answers 200 while the process runs its event loop. `/readyz` answers 200
 only when a config is loaded and every worker is listening, 503 otherwise (during
@@ -28,6 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.observability.metrics import exposition
 from gateway.rollout.controller import Rollout, Rollouts
 from gateway.rollout.machine import Event, RolloutStateError
 from gateway.rollout.store import StoreUnavailable
@@ -47,6 +51,10 @@ ACTIONS = {
 def make_admin_app(
     status: StatusFn, rollouts: RolloutsFn | None = None, bans: BansFn | None = None
 ) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        body, content_type = exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
     async def healthz(request: web.Request) -> web.Response:
         return _json(200, {"status": "alive"})
 
@@ -120,6 +128,7 @@ def make_admin_app(
         return _json(200, {"lifted": str(ip)})
 
     app = web.Application()
+    app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/rollouts", list_rollouts)
