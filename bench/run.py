@@ -70,6 +70,7 @@ class Scenario:
     content_type: str = "application/json"
     route_extra: dict[str, Any] = field(default_factory=dict)  # merged into the route
     nginx_location_extra: str = ""  # directives added to the proxy nginx location
+    upstream_extra: str = ""  # directives added to the upstream's location (headers)
     tls: bool = False  # clients speak https to the proxies (the upstream stays plain http)
     new_connection: bool = False  # one request per connection: wrk sends Connection: close
     # Policies for the gateway's route (target "gateway" only; "gateway-norl" runs
@@ -81,6 +82,17 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {
     "small-get": Scenario("GET, 117-byte JSON body, keep-alive", _json_body(117)),
+    # Issue 8's comparison: gateway cache hits against nginx's plain pass-through (no
+    # proxy_cache), same load. The upstream marks the body cacheable with a validator
+    # (the gateway stores only what it can revalidate).
+    "cache-hit": Scenario(
+        "GET, 117-byte JSON body, gateway answering from its cache; nginx proxying",
+        _json_body(117),
+        route_extra={"cache": {}},
+        upstream_extra="add_header Cache-Control 'max-age=3600' always; "
+        "add_header ETag '\"v1\"' always;",
+        targets=("nginx", "gateway"),
+    ),
     "large-get": Scenario(
         "GET, 1 MiB body, keep-alive",
         b"0123456789abcdef" * 65536,
@@ -268,7 +280,7 @@ def upstream_block(tmp: Path, port: int, scenario: Scenario) -> str:
         answer = f"root {tmp}; try_files /body.bin =404;"
     return f"""    server {{
         listen 127.0.0.1:{port} backlog=4096;
-        location / {{ default_type {scenario.content_type}; {answer} }}
+        location / {{ default_type {scenario.content_type}; {scenario.upstream_extra} {answer} }}
     }}"""
 
 
