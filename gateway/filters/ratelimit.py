@@ -168,7 +168,15 @@ class _Policy:
 class RateLimitFilter:
     """A route's rate limit policies; immutable once built (counters aside)."""
 
-    __slots__ = ("any_shared", "policies", "policy_header", "route", "stores")
+    __slots__ = (
+        "any_shared",
+        "policies",
+        "policy_header",
+        "route",
+        "single",
+        "single_fail_open",
+        "stores",
+    )
 
     def __init__(self, route: str, policies: tuple[_Policy, ...], stores: RateLimitStores):
         self.route = route
@@ -177,8 +185,33 @@ class RateLimitFilter:
         self.any_shared = any(p.shared for p in policies)
         items = [p.item for p in policies if p.headers]
         self.policy_header = ", ".join(items) if items else None
+        # The common case, one enforcing policy, takes a path without the lists.
+        one = policies[0] if len(policies) == 1 and not policies[0].shadow else None
+        self.single = one
+        self.single_fail_open = (one.fail_open,) if one is not None else ()
 
     async def __call__(self, ex: Exchange, next: Next) -> Reply:
+        p = self.single
+        if p is not None:
+            key = p.key(ex)
+            if key is not None:
+                cost = p.costs.get(ex.method, p.default_cost)
+                if p.shared:
+                    check = (Check(key, p.limit, cost),)
+                    d = (await self.stores.take_shared(check, self.single_fail_open))[0]
+                else:
+                    d = self.stores.memory.take(key, p.limit, cost)
+                if d is None or not d.allowed:
+                    refusal = self._verdict(ex, [key], [d])
+                    assert refusal is not None
+                    return refusal
+                p.counters.allowed += 1
+                reply = await next(ex)
+                if p.headers:
+                    headers = reply.headers
+                    headers["RateLimit-Policy"] = p.item
+                    headers["RateLimit"] = f'"{p.name}";r={d.remaining};t={math.ceil(d.reset_s)}'
+                return reply
         policies = self.policies
         keys: list[str | None] = []
         for p in policies:
@@ -193,11 +226,21 @@ class RateLimitFilter:
                 )
             keys.append(key)
         decisions = await self._decide(ex.method, keys)
+        refusal = self._verdict(ex, keys, decisions)
+        if refusal is not None:
+            return refusal
+        reply = await next(ex)
+        self._add_headers(reply, decisions)
+        return reply
 
+    def _verdict(
+        self, ex: Exchange, keys: list[str | None], decisions: list[Decision | None]
+    ) -> Reply | None:
+        """Count the decisions; the refusal to send (503 or 429), or None to go on."""
         retry_after = 0
         limited: list[str] = []
         unavailable = False
-        for p, key, d in zip(policies, keys, decisions, strict=True):
+        for p, key, d in zip(self.policies, keys, decisions, strict=True):
             c = p.counters
             if key is None:  # shadow policy, key missing: would have been a 400
                 c.shadow_limited += 1
@@ -231,9 +274,7 @@ class RateLimitFilter:
             reply.headers["Retry-After"] = str(retry_after)
             self._add_headers(reply, decisions)
             return reply
-        reply = await next(ex)
-        self._add_headers(reply, decisions)
-        return reply
+        return None
 
     async def _decide(self, method: str, keys: list[str | None]) -> list[Decision | None]:
         out: list[Decision | None] = [None] * len(keys)
