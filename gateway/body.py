@@ -31,3 +31,40 @@ class BytesBody:
 
     def __repr__(self) -> str:
         return f"<BytesBody {len(self._data)} bytes left>"
+
+
+class MemoryResponse:
+    """A complete body already in memory, with the surface of an upstream response
+    that server.py streams (status, reason, content_length, read, read_all, release,
+    abort): a cache hit, or a body compressed in one call. `chunk` > 0 hands it out in
+    slices of that size, so a large cached body is written with backpressure too."""
+
+    __slots__ = ("_chunk", "_data", "content_length", "reason", "status")
+
+    def __init__(self, status: int, reason: str, data: bytes, chunk: int = 0) -> None:
+        self.status = status
+        self.reason = reason
+        self.content_length: int | None = len(data)
+        self._data = data
+        self._chunk = chunk
+
+    async def read(self) -> bytes:
+        data = self._data
+        if self._chunk and len(data) > self._chunk:
+            self._data = data[self._chunk :]
+            return data[: self._chunk]
+        self._data = b""
+        return data
+
+    async def read_all(self) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+    def release(self) -> None:
+        self._data = b""
+
+    def abort(self) -> None:
+        self._data = b""
+
+    def __repr__(self) -> str:
+        return f"<MemoryResponse {self.status} {self.content_length} bytes>"

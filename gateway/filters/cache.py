@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, cast
 
 from multidict import CIMultiDict, istr
 
+from gateway.body import MemoryResponse
 from gateway.cache.policy import (
     CacheControl,
     freshness_lifetime,
@@ -66,7 +67,7 @@ from gateway.pipeline import Next
 if TYPE_CHECKING:
     from gateway.upstream import UpstreamResponse
 
-__all__ = ["COLLAPSE_WAIT_S", "CacheFilter", "CachedBody", "TeeStream"]
+__all__ = ["COLLAPSE_WAIT_S", "CacheFilter", "TeeStream"]
 
 log = logging.getLogger(__name__)
 
@@ -89,36 +90,6 @@ _NOT_MODIFIED_KEEP = frozenset(
 )
 
 COUNTERS = ("hit", "miss", "stored", "revalidated", "stale_if_error", "stale_while_revalidate")
-
-
-class CachedBody:
-    """A stored body as a Reply stream (the surface server.py's _send_stream uses)."""
-
-    __slots__ = ("_data", "content_length", "reason", "status")
-
-    def __init__(self, entry: Entry) -> None:
-        self.status = entry.status
-        self.reason = entry.reason
-        self.content_length: int | None = len(entry.body)
-        self._data = entry.body
-
-    async def read(self) -> bytes:
-        data = self._data
-        self._data = data[CHUNK_BYTES:]
-        return data[:CHUNK_BYTES]
-
-    async def read_all(self) -> bytes:
-        data, self._data = self._data, b""
-        return data
-
-    def release(self) -> None:
-        self._data = b""
-
-    def abort(self) -> None:
-        self._data = b""
-
-    def __repr__(self) -> str:
-        return f"<CachedBody {self.status} {self.content_length} bytes>"
 
 
 class TeeStream:
@@ -502,7 +473,14 @@ class CacheFilter:
             keep[AGE] = h[AGE]
             keep[CACHE_STATUS] = h[CACHE_STATUS]
             return Reply(304, keep)
-        return Reply(entry.status, h, stream=cast("UpstreamResponse", CachedBody(entry)))
+        return Reply(
+            entry.status,
+            h,
+            stream=cast(
+                "UpstreamResponse",
+                MemoryResponse(entry.status, entry.reason, entry.body, CHUNK_BYTES),
+            ),
+        )
 
     @staticmethod
     def _not_modified(h: CIMultiDict[str], entry: Entry) -> bool:

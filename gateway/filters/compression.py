@@ -55,6 +55,7 @@ import brotli
 import zstandard
 from multidict import CIMultiDict, istr
 
+from gateway.body import MemoryResponse
 from gateway.config.compression_model import Compression
 from gateway.exchange import Exchange, Reply
 from gateway.pipeline import Next
@@ -67,7 +68,6 @@ __all__ = [
     "WHOLE_BODY_BYTES",
     "CompressedStream",
     "CompressionFilter",
-    "EncodedBody",
     "EncodingCounts",
     "negotiate",
 ]
@@ -275,34 +275,6 @@ def merge_vary(h: CIMultiDict[str]) -> None:
     h[VARY] = ", ".join([*tokens, "Accept-Encoding"])
 
 
-class EncodedBody:
-    """A whole body, already compressed; read once. The upstream is already released."""
-
-    __slots__ = ("_data", "content_length", "reason", "status")
-
-    def __init__(self, up: UpstreamResponse, data: bytes) -> None:
-        self.status = up.status
-        self.reason = up.reason
-        self.content_length: int | None = len(data)
-        self._data = data
-
-    async def read(self) -> bytes:
-        data, self._data = self._data, b""
-        return data
-
-    async def read_all(self) -> bytes:
-        return await self.read()
-
-    def release(self) -> None:
-        self._data = b""
-
-    def abort(self) -> None:
-        self._data = b""
-
-    def __repr__(self) -> str:
-        return f"<EncodedBody {self.status} {self.content_length} bytes>"
-
-
 class CompressedStream:
     """An upstream body compressed on the fly; `read()` gives compressed chunks, b"" at
     the end. Length unknown (server.py sends it chunked)."""
@@ -442,7 +414,7 @@ class CompressionFilter:
             out = codec.whole(data)
             counts.bytes_in += len(data)
             counts.bytes_out += len(out)
-            reply.stream = cast("UpstreamResponse", EncodedBody(up, out))
+            reply.stream = cast("UpstreamResponse", MemoryResponse(up.status, up.reason, out))
         else:
             comp = codec.stream(up.content_length)
             reply.stream = cast("UpstreamResponse", CompressedStream(up, coding, comp, counts))
