@@ -29,11 +29,15 @@ class Filter(Protocol):
 # tuple cannot be installed: adding a filter means deciding where it runs.
 FILTER_ORDER: tuple[str, ...] = (
     "metrics",
+    "overload",  # load shedding by route priority: before any work is spent
     "bans",  # banned / denied clients: one dict lookup, before anything else works
+    "cors",  # preflights answered here; CORS headers on every answer below, 401s too
     "headers",
     "size",
+    "auth",  # API keys, JWT, signed webhooks: sets the principal the rate limiter keys on
     "ratelimit",
     "screening",
+    "dedup",  # idempotency keys: after the request was judged acceptable
     "cache",
     "compression",
 )
