@@ -23,7 +23,15 @@ needs. Rate-limit scenarios (``rate_limits``) also start a redis-server on a fre
 config, no policies, no redis section, same worker count) in the same run. TLS
 scenarios (``tls=True``) put both proxies' client side on https with the same
 certificate (``gateway cert dev``, made per run); the upstream stays plain http, and
-targets without TLS (upstream, bare) are reported as n/a.
+targets without TLS (upstream, bare) are reported as n/a. JWT scenarios (``jwt=True``)
+make an RSA key and a JWKS file per run, give the gateway's route JWT validation
+(``gateway``) and compare it with the same route without (``gateway-norl``); every
+request of both (wrk, readiness probes) carries the same valid bearer token.
+Screening scenarios (``screening``) give the gateway's route that screening section
+(``gateway``) and compare it with the same route without (``gateway-norl``); wrk POSTs
+``request_body`` as JSON to both (a Lua script reading it from a file).
+Access-log scenarios (``access_log``) give ``gateway`` that access_log section, writing
+to a file in the run's temp dir, and compare it with ``gateway-norl`` (log off).
 """
 
 from __future__ import annotations
@@ -54,12 +62,34 @@ INLINE_BODY_MAX = 1024  # larger bodies are served from a file (nginx caps confi
 RPS_MIN_RATIO = 0.30  # gateway req/s >= 30% of nginx
 P99_MAX_RATIO = 3.0  # gateway p99 <= 3x nginx
 RL_MIN_RATIO = 0.80  # with a Redis rate-limit policy >= 80% of the same gateway without
+JWT_MIN_RATIO = 0.85  # with JWT validation >= 85% of the same gateway without
+SCREENING_MIN_RATIO = 0.85  # with pattern screening >= 85% of the same gateway without
+ACCESS_LOG_MIN_RATIO = 0.80  # logging every request to a file >= 80% of the same, log off
+# Headers every request of the run sends (wrk and readiness probes): the JWT scenario's
+# bearer token, set once per run by ``make_jwt_files``.
+REQUEST_HEADERS: dict[str, str] = {}
 
 
 def _json_body(size: int) -> bytes:
     """A JSON document of exactly ``size`` bytes, safe inside an nginx '...' string."""
     head = b'{"id":12345,"name":"bench","items":[1,2,3],"ok":true,"pad":"'
     return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def _api_json_body() -> bytes:
+    """~4 KB of realistic API JSON (the screening harness's timing body): names with
+    apostrophes, prose saying select/union, URLs with query strings, a non-ASCII name."""
+    item = (
+        '{"sku": "SKU-%05d", "title": "Hand-made ceramic mug, 350 ml", "note": "Please '
+        "don't ship before Friday; it's a gift for my sister's birthday.\", \"qty\": %d, "
+        '"price": 12.5, "url": "https://shop.example.com/p/%d?ref=cart&utm_source=app"}'
+    )
+    items = ", ".join(item % (i, i % 3 + 1, i) for i in range(16))
+    return (
+        '{"user": {"id": 12345, "name": "Zo\\u00eb O\'Brien", "email": "zoe@example.com"}, '
+        f'"items": [{items}], "comment": "Select the union option if you\'re a member '
+        "(it's cheaper).\"}"
+    ).encode()
 
 
 @dataclass(frozen=True)
@@ -78,6 +108,13 @@ class Scenario:
     rate_limits: list[dict[str, Any]] = field(default_factory=list)
     targets: tuple[str, ...] = ("nginx", "gateway", "bare")  # the default --targets
     rounds: int = 1  # the default --rounds
+    jwt: bool = False  # target "gateway" validates a bearer JWT; "gateway-norl" does not
+    # Target "gateway"'s route gets this screening section; "gateway-norl" does not.
+    screening: dict[str, Any] | None = None
+    request_body: bytes = b""  # non-empty: wrk POSTs it as application/json
+    # Target "gateway" gets this access_log section (output: a file in the temp dir);
+    # "gateway-norl" runs with the log off.
+    access_log: dict[str, Any] | None = None
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -118,6 +155,33 @@ SCENARIOS: dict[str, Scenario] = {
         rate_limits=[
             {"name": "bench", "rate": "1000000/s", "key": ["client_ip"], "store": "redis"}
         ],
+        targets=("gateway-norl", "gateway"),
+        rounds=3,
+    ),
+    # Issue 10: JWT-validated pass-through against the same route without validation.
+    "jwt": Scenario(
+        "GET, 117-byte JSON body, keep-alive, a valid RS256 bearer JWT checked per request",
+        _json_body(117),
+        jwt=True,
+        targets=("gateway-norl", "gateway"),
+        rounds=3,
+    ),
+    # Issue 5: a ~4 KB JSON body POSTed through a screened route (default screening:
+    # every category, body inspected) against the same route without screening.
+    "screening": Scenario(
+        "POST ~4 KB JSON body, keep-alive, pattern screening of head and body",
+        _json_body(117),
+        screening={},
+        request_body=_api_json_body(),
+        targets=("gateway-norl", "gateway"),
+        rounds=3,
+    ),
+    # Issue 9: small-get with every request logged (JSON line, writer thread, O_APPEND
+    # file) against the same gateway with the access log off.
+    "access-log": Scenario(
+        "GET, 117-byte JSON body, keep-alive, access log full to a file",
+        _json_body(117),
+        access_log={"mode": "full"},
         targets=("gateway-norl", "gateway"),
         rounds=3,
     ),
@@ -324,8 +388,12 @@ def gateway_config(
     sc: Scenario,
     tls: TLSFiles | None,
     redis_url: str | None = None,
+    jwks_file: Path | None = None,
+    screening: bool = False,
+    access_log_file: Path | None = None,
 ) -> dict[str, Any]:
-    """The gateway's config; with ``redis_url``, the scenario's rate-limit policies too."""
+    """The gateway's config; with ``redis_url``, the scenario's rate-limit policies too;
+    with ``jwks_file``, JWT validation on the route."""
     listener: dict[str, Any] = {"address": f"127.0.0.1:{port}"}
     if tls is not None:
         pair = {"cert_file": str(tls.cert), "key_file": str(tls.key)}
@@ -341,7 +409,40 @@ def gateway_config(
     if redis_url is not None and sc.rate_limits:
         config["redis"] = {"url": redis_url}
         config["routes"][0]["rate_limits"] = sc.rate_limits
+    if jwks_file is not None:
+        config["routes"][0]["auth"] = {
+            "jwt": {"jwks_file": str(jwks_file), "audiences": ["bench"],
+                    "claims_to_headers": {"sub": "X-User-Id"}}
+        }  # fmt: skip
+    if screening and sc.screening is not None:
+        config["routes"][0]["screening"] = sc.screening
+    if access_log_file is not None and sc.access_log is not None:
+        config["access_log"] = {**sc.access_log, "output": str(access_log_file)}
     return config
+
+
+def make_jwt_files(tmp: Path) -> Path:
+    """An RSA key's JWKS file; sets REQUEST_HEADERS to a bearer token it signed (1 h)."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pub = key.public_key().public_numbers()
+    n = pub.n.to_bytes((pub.n.bit_length() + 7) // 8, "big")
+    jwk = {"kty": "RSA", "kid": "bench", "n": b64(n), "e": b64(pub.e.to_bytes(3, "big"))}
+    path = tmp / "jwks.json"
+    path.write_text(json.dumps({"keys": [jwk]}))
+    head = b64(json.dumps({"alg": "RS256", "kid": "bench", "typ": "JWT"}).encode())
+    claims = {"sub": "bench-user", "aud": "bench", "exp": int(time.time()) + 3600}
+    body = b64(json.dumps(claims).encode())
+    sig = key.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    REQUEST_HEADERS["Authorization"] = f"Bearer {head}.{body}.{b64(sig)}"
+    return path
 
 
 def start_redis(procs: Processes, port: int) -> subprocess.Popen[bytes]:
@@ -387,7 +488,8 @@ def script_calls(port: int) -> int:
 
 def http_get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as resp:
+        req = urllib.request.Request(url, headers=REQUEST_HEADERS)
+        with urllib.request.urlopen(req, timeout=2, context=context) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
@@ -549,6 +651,17 @@ def run_wrk(
     # With "Connection: close" the proxy answers "Connection: close" and closes; wrk then
     # reconnects (a new TCP connection and TLS handshake) before its next request.
     headers = ["-H", "Connection: close"] if sc.new_connection else []
+    for k, v in REQUEST_HEADERS.items():
+        headers += ["-H", f"{k}: {v}"]
+    if sc.request_body:  # POST it: a wrk script reads the body from a file
+        (procs.log_dir / "request-body.json").write_bytes(sc.request_body)
+        script = procs.log_dir / "post.lua"
+        script.write_text(
+            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+            f'local f = io.open("{procs.log_dir / "request-body.json"}", "rb")\n'
+            'wrk.body = f:read("*a")\nf:close()\n'
+        )
+        headers += ["-s", str(script)]
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", *headers, url]
     proc = procs.start(name, argv)
     try:
@@ -602,7 +715,12 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
         config = tmp / f"{name}.yaml"
         with_redis = name == "gateway" and redis_port is not None
         redis_url = f"redis://127.0.0.1:{redis_port}/0" if with_redis else None
-        cfg = gateway_config(ports[name], admin_ports[name], up, args.workers, sc, tls, redis_url)
+        jwks = make_jwt_files(tmp) if sc.jwt and name == "gateway" else None
+        cfg = gateway_config(
+            ports[name], admin_ports[name], up, args.workers, sc, tls, redis_url, jwks,
+            screening=name == "gateway",
+            access_log_file=tmp / "access.log" if name == "gateway" else None,
+        )  # fmt: skip
         config.write_text("# JSON is YAML\n" + json.dumps(cfg, indent=2) + "\n")
         argv = [sys.executable, "-m", "gateway", "run", str(config)]
         env = None
@@ -653,6 +771,10 @@ def benchmark(args: argparse.Namespace, tmp: Path, procs: Processes) -> Run:
                 result.cpu_s = cpu_after - cpu
             rounds[target].append(result)
     run.rounds = {t: [r.requests_per_s for r in rs] for t, rs in rounds.items()}
+    if sc.access_log is not None and (tmp / "access.log").exists():
+        with (tmp / "access.log").open("rb") as f:
+            logged = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+        print(f"# access log: {logged} lines written", file=sys.stderr)
     run.results = [
         sorted(rs, key=lambda r: r.requests_per_s)[len(rs) // 2] for rs in rounds.values()
     ]
@@ -668,15 +790,22 @@ def check_rate_limited(name: str, url: str, redis_port: int | None) -> None:
         raise RuntimeError(f"{name}: no rate-limit decision in Redis (RateLimit-Policy {policy!r})")
 
 
-def checks(results: list[Result]) -> list[dict[str, Any]]:
+def checks(results: list[Result], sc: Scenario | None = None) -> list[dict[str, Any]]:
     by_name = {r.target: r for r in results}
     nginx, gw, norl = by_name.get("nginx"), by_name.get("gateway"), by_name.get("gateway-norl")
     out: list[dict[str, Any]] = []
     if gw and norl:
         ratio = gw.requests_per_s / norl.requests_per_s
+        label, floor = "rate-limited/not req/s", RL_MIN_RATIO
+        if sc is not None and sc.jwt:
+            label, floor = "jwt/plain req/s", JWT_MIN_RATIO
+        if sc is not None and sc.screening is not None:
+            label, floor = "screened/plain req/s", SCREENING_MIN_RATIO
+        if sc is not None and sc.access_log is not None:
+            label, floor = "logged/unlogged req/s", ACCESS_LOG_MIN_RATIO
         out += [
-            {"check": "rate-limited/not req/s", "value": ratio, "target": f">= {RL_MIN_RATIO}",
-             "passed": ratio >= RL_MIN_RATIO},
+            {"check": label, "value": ratio, "target": f">= {floor}",
+             "passed": ratio >= floor},
             {"check": "gateway errors", "value": gw.errors, "target": "== 0",
              "passed": gw.errors == 0},
         ]  # fmt: skip
@@ -827,7 +956,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    checked = checks(run.results)
+    checked = checks(run.results, SCENARIOS[args.scenario])
     if args.json:
         doc = {
             "scenario": args.scenario,

@@ -1,12 +1,14 @@
 """Detection harness: the attack and benign corpora through a real ScreeningFilter.
 
-    .venv/bin/python bench/screening_harness.py [--verbose]
+    .venv/bin/python bench/screening_harness.py [--verbose] [--no-timing] [--no-prefilter]
 
 Builds the filter from a validated config (default screening settings, plus every
 header inspected) as a route would, runs each corpus request (bench/corpus/*.jsonl,
 written by bench/corpus/make_corpus.py) through it as a real Exchange, and prints per
 category the detection rate (attacks answered 403) and the false-positive rate (benign
-requests answered 403), then the in-process cost of screening a 4 KB JSON body.
+requests answered 403), then the in-process CPU cost of screening a request with a
+~4 KB JSON body, benign and with an attack. --no-prefilter runs every rule's regex on
+every value instead (the reference the prefilter must agree with, ~100x slower).
 Targets (issue 5): detection >= 95%, false positives <= 0.5%. --verbose lists every
 miss and false positive with the rules that scored.
 """
@@ -30,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.body import BytesBody  # noqa: E402
 from gateway.config.load import validate_data  # noqa: E402
 from gateway.exchange import Exchange, Reply  # noqa: E402
-from gateway.filters.screening import ScreeningFilter  # noqa: E402
+from gateway.filters.screening import Matcher, ScreeningFilter  # noqa: E402
 from gateway.routing import Route  # noqa: E402
 
 CORPUS = ROOT / "bench" / "corpus"
@@ -112,8 +114,9 @@ def report(title: str, results: list[Any], want_blocked: bool, verbose: bool) ->
     return rate
 
 
-def timing(f: ScreeningFilter, route: Route) -> None:
-    """Screening cost for a ~4 KB JSON body of realistic values, vs. no filter."""
+def timing_body(attack: str | None = None) -> bytes:
+    """The ~4 KB JSON body of realistic values timed below (bench/run.py's `screening`
+    scenario POSTs the same document); `attack` replaces the comment."""
     doc = {
         "user": {"id": 12345, "name": "Zoë O'Brien", "email": "zoe@example.com"},
         "items": [
@@ -127,52 +130,75 @@ def timing(f: ScreeningFilter, route: Route) -> None:
             }
             for i in range(16)
         ],
-        "comment": "Select the union option if you're a member (it's cheaper).",
+        "comment": attack or "Select the union option if you're a member (it's cheaper).",
     }
-    body = json.dumps(doc).encode()
-    row = {
-        "id": "timing",
-        "method": "POST",
-        "path": "/api/v1/orders",
-        "query": "draft=false&source=web",
-        "headers": [
-            ["Host", "api.example.com"],
-            ["Content-Type", "application/json"],
-            ["User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121"],
-            ["Cookie", "session=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark"],
-        ],
-        "body": body.decode(),
+    return json.dumps(doc).encode()
+
+
+def timing(f: ScreeningFilter, route: Route) -> None:
+    """CPU per request of screening (head and a ~4 KB JSON body) vs. no filter, for a
+    benign body and one carrying an attack. CPU time (time.process_time), so that other
+    processes on the machine do not count; best of 5 runs."""
+    bodies = {
+        "benign": timing_body(),
+        "attack": timing_body("1' UNION SELECT password FROM users--"),
     }
 
-    async def bench(with_filter: bool, n: int) -> float:
-        t0 = time.perf_counter()
+    def row(body: bytes) -> dict[str, Any]:
+        return {
+            "id": "timing",
+            "method": "POST",
+            "path": "/api/v1/orders",
+            "query": "draft=false&source=web",
+            "headers": [
+                ["Host", "api.example.com"],
+                ["Content-Type", "application/json"],
+                [
+                    "User-Agent",
+                    "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121",
+                ],
+                ["Cookie", "session=9f8e7d6c5b4a39281706f5e4d3c2b1a0; theme=dark"],
+            ],
+            "body": body.decode(),
+        }
+
+    async def bench(r: dict[str, Any], with_filter: bool, n: int) -> float:
+        t0 = time.process_time()
         for _ in range(n):
-            ex = exchange(row, route)
+            ex = exchange(r, route)
             if with_filter:
                 await f(ex, _ok)
             else:
                 await _ok(ex)
-        return (time.perf_counter() - t0) / n
+        return (time.process_time() - t0) / n
 
-    asyncio.run(bench(True, 200))  # warm up
-    n = 3000
-    base = min(asyncio.run(bench(False, n)) for _ in range(3))
-    screened = min(asyncio.run(bench(True, n)) for _ in range(3))
-    cost = screened - base
-    print(f"\nscreening a {len(body)}-byte JSON body (+ path, query, 4 headers, cookies):")
-    print(f"  {cost * 1e6:7.1f} us per request in-process ({1 / cost:,.0f} screens/s per core)")
-    print(
-        f"  at 23,000 proxied requests/s per worker (DESIGN.md) that is "
-        f"{100 * cost * 23_000:.0f}% of a worker's time"
-    )
+    n = 300 if not f.matcher.prefilter else 3000
+    print(f"\nscreening CPU per request, {n} requests x 5, best run ({f.matcher!r}):")
+    for name, body in bodies.items():
+        r = row(body)
+        asyncio.run(bench(r, True, n // 10))  # warm up
+        base = min(asyncio.run(bench(r, False, n)) for _ in range(5))
+        screened = min(asyncio.run(bench(r, True, n)) for _ in range(5))
+        cost = screened - base
+        print(
+            f"  {name:<7} {len(body):,}-byte JSON body (+ path, query, 4 headers, cookies): "
+            f"{cost * 1e6:7.1f} us ({1 / cost:,.0f} screens/s per core)"
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--verbose", action="store_true")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument(
+        "--no-prefilter",
+        action="store_true",
+        help="every rule's regex on every value (the reference; verdicts must not change)",
+    )
     args = ap.parse_args()
     f, route = build(SCREENING)
+    if args.no_prefilter:
+        f.matcher = Matcher(f.matcher.categories, prefilter=False)
     print(f"filter: {f!r}")
     attacks = asyncio.run(run(load("attacks.jsonl"), f, route))
     benign = asyncio.run(run(load("benign.jsonl"), f, route))

@@ -8,6 +8,7 @@ Where things live:
   pipeline.py             Filter / Next, the fixed filter order, chain compilation
   runtime.py              config -> route table + chains + pools, swapped on reload
   proxy.py                the chain's terminal: hop-by-hop rules, forwarding, retries
+  overload.py             per-worker event-loop lag monitor -> per-priority admission limits
   errors.py               GatewayError(status) hierarchy, ConfigError(path, message)
   config/                 typed strict model, YAML/TOML loading, checks, JSON Schema
   routing/                route table (host, path, method, headers); version splits
@@ -18,7 +19,7 @@ Where things live:
   tls/                    listener TLS contexts (SNI, mTLS, reload), client-cert facts
   forwarded.py            trusted proxies, client address, RFC 7239 Forwarded
   upstream/               httptools keep-alive pool, breakers, health, balancing, retries
-  admin/                  /healthz, /readyz, rollouts on the admin listener
+  admin/                  admin API (one Control over all workers), OpenAPI, dashboard
   demo.py                 demo upstreams for the quick start
 """
 

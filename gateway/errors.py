@@ -30,6 +30,13 @@ class BadRequest(GatewayError):
     code = "bad_request"
 
 
+class RequestTimeout(GatewayError):
+    """The client stopped sending its request body (server.body_timeout)."""
+
+    status = 408
+    code = "request_timeout"
+
+
 class UpstreamError(GatewayError):
     """Something went wrong talking to an upstream endpoint."""
 
@@ -47,6 +54,12 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream answered with something that is not valid HTTP/1.1."""
 
     code = "upstream_protocol_error"
+
+
+class UpstreamResponseTooLarge(UpstreamError):
+    """The response body is over the route's `max_response_bytes`."""
+
+    code = "upstream_response_too_large"
 
 
 class UpstreamClosed(UpstreamError):

@@ -53,6 +53,8 @@ class Exchange:
         "method",
         "path",
         "peer_ip",
+        "principal",
+        "principal_tier",
         "query",
         "request_id",
         "route",
@@ -111,6 +113,10 @@ class Exchange:
         self.upgrade = upgrade
         self.started_at = started_at
         self.state: dict[str, Any] = {}
+        # Set by the auth filter: the caller (API key name or JWT subject) and its
+        # rate-limit tier; None when the route has no auth or it names no tier.
+        self.principal: str | None = None
+        self.principal_tier: str | None = None
 
     @property
     def target(self) -> str:

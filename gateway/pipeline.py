@@ -37,9 +37,11 @@ FILTER_ORDER: tuple[str, ...] = (
     "auth",  # API keys, JWT, signed webhooks: sets the principal the rate limiter keys on
     "ratelimit",
     "screening",
-    "dedup",  # idempotency keys: after the request was judged acceptable
     "cache",
     "compression",
+    # Idempotency keys: after the request was judged acceptable, and inside
+    # compression, so a replay is encoded for the client asking, not the first one.
+    "dedup",
 )
 
 

@@ -9,8 +9,9 @@ Proxy semantics per RFC 9110 section 7.6:
   and returned to the client.
 
 Resilience (the order of one request):
-1. the bulkhead: a slot among the upstream's `max_concurrent`, or a place in its
-   queue, or 503 at once;
+1. the adaptive concurrency limit (gateway/upstream/adaptive.py), when configured:
+   over it, 503 at once; then the bulkhead: a slot among the upstream's
+   `max_concurrent`, or a place in its queue, or 503 at once;
 2. the balancer picks an available member (breaker admits, health check passes)
    not tried yet; when none is left before anything was tried, 503 at once with
    Retry-After (seconds until the earliest breaker half-opens): never a timeout;
@@ -34,6 +35,10 @@ attribute test per candidate in the balancer, a rolling-window add for the break
 and one for the retry budget; nothing is allocated for it.
 Known gap: a timeout or a broken body after the response head was forwarded is not
 counted by the breaker (the reply is already the client's).
+Observability: `ex.state["upstream"]` (the upstream's name) and `ex.state["endpoint"]`
+(the pool that answered) label the request's metrics and access log line; each try's
+time to the response head goes to UPSTREAM_LATENCY (plain numbers, flushed once a
+second).
 
 Versions: a route naming a service has a `split` (gateway/routing/split.py): it picks
 the version (sticky bucket or override) before anything above, then everything runs
@@ -58,14 +63,19 @@ from gateway.errors import (
     NoUpstreamAvailable,
     UpstreamConnectError,
     UpstreamError,
+    UpstreamProtocolError,
+    UpstreamResponseTooLarge,
     UpstreamTimeout,
 )
 from gateway.exchange import Exchange, Reply
 from gateway.forwarded import forwarded_element
 from gateway.hopbyhop import HOP_BY_HOP
+from gateway.observability.metrics import UPSTREAM_LATENCY
 from gateway.pipeline import Next
 from gateway.upstream import ConnectionPool, RetryBudget, RetryPolicy, UpstreamResponse
+from gateway.upstream.adaptive import AdaptiveLimiter
 from gateway.upstream.breaker import HALF_OPEN
+from gateway.upstream.bulkhead import Bulkhead
 from gateway.upstream.service import Upstream
 
 if TYPE_CHECKING:
@@ -124,6 +134,7 @@ class Forwarder:
         "connect_timeout_s",
         "forwarded",
         "hash_key_of",
+        "max_response_bytes",
         "per_try_timeout_s",
         "preserve_host",
         "read_timeout_s",
@@ -150,6 +161,7 @@ class Forwarder:
         read_timeout_s: float,
         total_timeout_s: float,
         preserve_host: bool,
+        max_response_bytes: int = 0,
         retry_idempotent: bool,
         rewrite: object,
         via: str,
@@ -173,6 +185,7 @@ class Forwarder:
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
         self.total_timeout_s = total_timeout_s
+        self.max_response_bytes = max_response_bytes
         self.preserve_host = preserve_host
         self.retry_idempotent = retry_idempotent
         self.rewrite = rewrite
@@ -254,30 +267,53 @@ class Forwarder:
         group = up.group
         if now >= group.wake_at:
             group.wake(now)  # ejections that ended: those breakers go half-open
-        if up.bulkhead is None:
+        if not up.guarded:  # neither a bulkhead nor an adaptive limit
             return self._forward(ex, target, now, up, key_of)
         return self._send_bulkhead(ex, target, now, up, key_of)
 
     async def _send_bulkhead(
         self, ex: Exchange, target: str, now: float, up: Upstream, key_of: HashKeyOf | None
     ) -> Reply:
+        """Through the adaptive limit (refused at once when over it), then the bulkhead.
+
+        The limiter's latency sample runs from after the bulkhead to the response head
+        (a timeout or broken response is a sample, a connect failure or cancel not);
+        both slots are held until the body ends."""
+        limiter = up.adaptive
+        if limiter is not None and not limiter.try_acquire():
+            message = f"upstream '{up.name}' is over its adaptive concurrency limit"
+            return _busy(ex, "upstream_overloaded", f"{message} ({limiter.cap})")
         bulkhead = up.bulkhead
-        assert bulkhead is not None
-        leave = bulkhead.leave
-        if not bulkhead.enter() and not await bulkhead.wait():
-            reply = Reply.error(
-                503,
-                "upstream_busy",
-                f"upstream '{up.name}' is at its limit of concurrent requests",
-                ex.request_id,
-            )
-            reply.headers["Retry-After"] = "1"
-            return reply
+        if bulkhead is not None:
+            admitted = False
+            try:
+                admitted = bulkhead.enter() or await bulkhead.wait()
+            finally:
+                if not admitted and limiter is not None:
+                    limiter.unsampled()
+                    limiter.release()
+            if not admitted:
+                message = f"upstream '{up.name}' is at its limit of concurrent requests"
+                return _busy(ex, "upstream_busy", message)
+        leave = _leave(bulkhead, limiter)
+        started = limiter.clock() if limiter is not None else 0.0
         try:
             reply = await self._forward(ex, target, now, up, key_of)
-        except BaseException:
+        except (UpstreamTimeout, UpstreamError) as exc:
+            if limiter is not None:
+                if isinstance(exc, UpstreamConnectError):
+                    limiter.unsampled()
+                else:
+                    limiter.sample(started)
             leave()
             raise
+        except BaseException:
+            if limiter is not None:
+                limiter.unsampled()
+            leave()
+            raise
+        if limiter is not None:
+            limiter.sample(started)
         if reply.stream is not None:
             reply.stream.when_done(leave)
         else:
@@ -299,6 +335,7 @@ class Forwarder:
             retries_left = self.retry_attempts
             self.budget.on_request(now)
         balancer = up.balancer
+        ex.state["upstream"] = up.name  # the metrics' and access log's upstream label
         hash_key = key_of(ex) if key_of is not None else None
         tried: set[str] | None = None
         last: GatewayError | None = None
@@ -322,6 +359,7 @@ class Forwarder:
                 per_try = loop.time() + self.per_try_timeout_s
                 if deadline is None or per_try < deadline:
                     try_deadline = per_try
+            sent_at = time.perf_counter()
             try:
                 resp = await pool.request(
                     method,
@@ -364,6 +402,7 @@ class Forwarder:
                 if probe:
                     breaker.probe_result(now, None)  # no verdict: free the probe slot
                 raise
+            UPSTREAM_LATENCY.observe(up.name, time.perf_counter() - sent_at)
             status = resp.status
             if probe:
                 breaker.probe_result(now, status not in breaker.failure_statuses)
@@ -391,6 +430,19 @@ class Forwarder:
 
     def _reply(self, ex: Exchange, resp: UpstreamResponse, pool: ConnectionPool) -> Reply:
         ex.state["endpoint"] = pool
+        if resp.status == 101 and not ex.upgrade:
+            # RFC 9110 7.8: a switch only to a protocol the client asked for; relaying
+            # it would turn the client's connection into a raw tunnel it never wanted.
+            resp.abort()
+            raise UpstreamProtocolError("101 Switching Protocols to a request without Upgrade")
+        limit = self.max_response_bytes
+        if limit:
+            if resp.content_length is not None and resp.content_length > limit:
+                resp.abort()  # the body is not read: the connection cannot be reused
+                raise UpstreamResponseTooLarge(
+                    f"upstream announced {resp.content_length} bytes, over {limit}"
+                )
+            resp.limit_body(limit)
         headers: CIMultiDict[str] = CIMultiDict(filter_headers(resp.headers))
         headers.add("Via", self.via)
         if ex.upgrade and resp.status == 101:
@@ -434,6 +486,28 @@ _SPOOFABLE = frozenset(
 def _append(h: CIMultiDict[str], name: str, value: str) -> str:
     prev = h.getall(name, ())
     return ", ".join((*prev, value)) if prev else value
+
+
+def _busy(ex: Exchange, code: str, message: str) -> Reply:
+    reply = Reply.error(503, code, message, ex.request_id)
+    reply.headers["Retry-After"] = "1"
+    return reply
+
+
+def _leave(bulkhead: Bulkhead | None, limiter: AdaptiveLimiter | None) -> Callable[[], None]:
+    """What frees the request's slots when its response ends."""
+    if limiter is None:
+        assert bulkhead is not None
+        return bulkhead.leave
+    if bulkhead is None:
+        return limiter.release
+    b_leave, l_release = bulkhead.leave, limiter.release
+
+    def leave() -> None:
+        b_leave()
+        l_release()
+
+    return leave
 
 
 def _add(tried: set[str] | None, key: str) -> set[str]:

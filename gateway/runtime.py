@@ -25,8 +25,15 @@ Bans (`bans` section): one BanStore per config, reused while `bans` and `redis` 
 unchanged and otherwise handing its BanState (bans, block windows) to the next, as
 the rate-limit stores do; one BanGuard (compiled lists) shared by the routes' filters.
 
-Cache (`cache_store`): one MemoryStore per worker, kept across every reload (resized
-to the new max_bytes); its clock is the runtime's, and tests may replace it.
+Overload and dedup: one OverloadMonitor per worker, handed from runtime to runtime
+(reconfigured in place: the routes' filters hold its limits list); its lag task is
+the worker's. DedupStores are reused while the redis settings hold (their memory
+store always), the replaced one closed in `retire` after the drain.
+
+Cache (`cache_store`): one store per worker (gateway/cache: `store_for_config`), kept
+across reloads while its backend and settings hold (a memory store is resized in
+place); the one replaced is closed in `retire`. A memory store's clock is the
+runtime's, a Redis store's wall time (shared by instances); tests may replace either.
 """
 
 from __future__ import annotations
@@ -35,16 +42,22 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from gateway.cache.store import MemoryStore
+from gateway.cache import CacheStore, MemoryStore, store_for_config
 from gateway.config.model import Config
 from gateway.config.model import Route as RouteConfig
 from gateway.config.model import Upstream as UpstreamConfig
+from gateway.config.overload_model import Overload
 from gateway.filters import HeaderFilter, ScreeningFilter, SizeFilter
+from gateway.filters.auth import build_auth_filter
 from gateway.filters.bans import BanFilter, BanGuard
 from gateway.filters.cache import CacheFilter
 from gateway.filters.compression import CompressionFilter
+from gateway.filters.cors import CorsFilter
+from gateway.filters.dedup import DedupFilter
+from gateway.filters.overload import OverloadFilter
 from gateway.filters.ratelimit import build_ratelimit_filter
 from gateway.forwarded import TrustedProxies
+from gateway.overload import OverloadMonitor
 from gateway.pipeline import Filter, compile_chain
 from gateway.proxy import Forwarder, Upstream
 from gateway.rollout.controller import Rollouts
@@ -52,6 +65,7 @@ from gateway.rollout.stats import VersionStats
 from gateway.routing import Route, RouteTable
 from gateway.routing.split import Version, VersionSplit
 from gateway.store.bans import BanStore
+from gateway.store.dedup import DedupStores, MemoryDedup
 from gateway.store.stores import RateLimitStores
 from gateway.upstream import ConnectionPool, EndpointSpec, RetryBudget, RetryPolicy
 from gateway.upstream.health import HealthChecker
@@ -89,6 +103,9 @@ class Runtime:
         "clock",
         "config",
         "config_hash",
+        "dedup",
+        "filters",
+        "overload",
         "pools",
         "rollouts",
         "splits",
@@ -112,9 +129,15 @@ class Runtime:
         splits: dict[str, VersionSplit] | None = None,
         rollouts: Rollouts | None = None,
         bans: BanStore | None = None,
-        cache: MemoryStore | None = None,
+        cache: CacheStore | None = None,
     ) -> None:
         self.bans = bans  # the worker's ban state (None: no bans section)
+        # route name -> its filters by name (their counters are read by the metrics flush)
+        self.filters: dict[str, dict[str, Filter]] = {}
+        # The worker's overload monitor (kept across reloads, its task run by the worker)
+        # and the dedup stores (set by build; gateway/overload.py, gateway/store/dedup.py).
+        self.overload = OverloadMonitor(config.overload)
+        self.dedup: DedupStores | None = None
         # The worker's cache entries: one store, kept across reloads (resized in place).
         self.cache = cache if cache is not None else MemoryStore(config.cache_store.max_bytes)
         self.splits = splits if splits is not None else {}
@@ -158,8 +181,9 @@ class Runtime:
         guard = BanGuard(config.bans, bans) if config.bans and bans else None
         if bans is not None:
             bans.start()  # the Redis sync, when a loop runs (idempotent)
-        cache = previous.cache if previous is not None else MemoryStore(0, clock)
-        cache.set_max_bytes(config.cache_store.max_bytes)
+        cache = store_for_config(
+            config.cache_store, previous.cache if previous is not None else None, clock
+        )
         pools: dict[EndpointSpec, ConnectionPool] = {}
         upstreams: dict[str, Upstream] = {}
         for name, ucfg in config.upstreams.items():
@@ -168,7 +192,9 @@ class Runtime:
                 pool = pools.get(spec) or old_pools.get(spec) or ConnectionPool(spec)
                 pools[spec] = pool
                 members.append(pool)
-            up = upstreams[name] = build_upstream(name, ucfg, members, old_upstreams.get(name), now)
+            up = upstreams[name] = build_upstream(
+                name, ucfg, members, old_upstreams.get(name), now, clock
+            )
             regional = regional_balancer(ucfg, up.members, config.region)
             if regional is not None:
                 up.balancer = regional
@@ -179,6 +205,10 @@ class Runtime:
 
         server = config.server
         routes = []
+        by_route: dict[str, dict[str, Filter]] = {}
+        monitor = previous.overload if previous is not None else OverloadMonitor()
+        overload = (config.overload, monitor) if config.overload is not None else None
+        dedup = DedupStores.for_config(config, previous.dedup if previous else None, clock)
         for rcfg in config.routes:
             route = Route(rcfg)
             split = splits.get(rcfg.upstream)
@@ -191,6 +221,7 @@ class Runtime:
                 connect_timeout_s=rcfg.timeouts.connect,
                 read_timeout_s=rcfg.timeouts.read,
                 total_timeout_s=rcfg.timeouts.total,
+                max_response_bytes=rcfg.max_response_bytes,
                 preserve_host=rcfg.preserve_host,
                 retry_idempotent=rcfg.retry_idempotent,
                 rewrite=route.rewrite,
@@ -202,9 +233,11 @@ class Runtime:
                 clock=clock,
                 split=split,
             )
-            route.handler = compile_chain(route_filters(rcfg, stores, guard, cache), forwarder)
+            filters = route_filters(rcfg, stores, guard, cache, overload=overload, dedup=dedup)
+            by_route[rcfg.name] = filters
+            route.handler = compile_chain(filters, forwarder)
             routes.append(route)
-        return cls(
+        runtime = cls(
             config,
             config_hash,
             RouteTable(routes),
@@ -218,6 +251,11 @@ class Runtime:
             bans,
             cache,
         )
+        runtime.filters = by_route
+        monitor.configure(config.overload)  # the limits change in place: nothing can fail now
+        runtime.overload = monitor
+        runtime.dedup = dedup
+        return runtime
 
     @property
     def health_checkers(self) -> list[HealthChecker]:
@@ -251,6 +289,12 @@ class Runtime:
             # Let decisions already waiting on the old Redis client finish first.
             await asyncio.sleep(STORES_DRAIN_S)
             await self.stores.close()
+        if self.dedup is not None and successor.dedup is not self.dedup:
+            if successor.stores is self.stores:  # else drained just above
+                await asyncio.sleep(STORES_DRAIN_S)
+            await self.dedup.close()
+        if successor.cache is not self.cache:
+            await self.cache.close()
 
     async def close(self) -> None:
         await self.stop_health()
@@ -258,8 +302,11 @@ class Runtime:
         for pool in self.pools.values():
             await pool.close()
         await self.stores.close()
+        if self.dedup is not None:
+            await self.dedup.close()
         if self.bans is not None:
             await self.bans.retire(None)
+        await self.cache.close()
 
     def __repr__(self) -> str:
         return (
@@ -315,7 +362,10 @@ def route_filters(
     rcfg: RouteConfig,
     stores: RateLimitStores,
     bans: BanGuard | None = None,
-    cache: MemoryStore | None = None,
+    cache: CacheStore | None = None,
+    *,
+    overload: tuple[Overload, OverloadMonitor] | None = None,
+    dedup: DedupStores | None = None,
 ) -> dict[str, Filter]:
     """The filters a route configures, by name.
 
@@ -339,4 +389,19 @@ def route_filters(
     ratelimit = build_ratelimit_filter(rcfg, stores)
     if ratelimit is not None:
         filters["ratelimit"] = ratelimit
+    if rcfg.cors is not None:
+        filters["cors"] = CorsFilter(rcfg.cors, route=rcfg.name)
+    if overload is not None:
+        settings, monitor = overload
+        filters["overload"] = OverloadFilter(
+            settings, monitor, route=rcfg.name, priority=rcfg.priority
+        )
+    if rcfg.dedup is not None:
+        stores_ = dedup if dedup is not None else DedupStores(None, MemoryDedup())
+        filters["dedup"] = DedupFilter(
+            rcfg.dedup, stores_, route=rcfg.name, total_timeout_s=rcfg.timeouts.total
+        )
+    auth = build_auth_filter(rcfg)  # reads the route's key, secret and JWKS files
+    if auth is not None:
+        filters["auth"] = auth
     return filters

@@ -16,6 +16,13 @@ aiohttp lacks:
   limit gets 431 (RFC 9110 15.5.15, RFC 6585 5).
 These rely on RequestHandler internals (`_messages`, `_current_request`,
 `_request_count`), stable across aiohttp 3.10-3.14; tests/server pins the behaviour.
+
+Before routing, `Handler.handle` refuses what llhttp lets through but an upstream could
+read differently (gateway/requestcheck.py: versions, transfer codings, targets), with
+the connection closed after the answer. A stalled request body gets 408
+(`server.body_timeout`, then the connection is closed at once, without aiohttp's
+lingering read), and a client that stops taking a streamed response is cut after
+`server.send_timeout`. tests/hostile/ holds the raw-socket suite for all of it.
 """
 
 from __future__ import annotations
@@ -29,15 +36,17 @@ from random import getrandbits
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, cast
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import BadHttpMessage, HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from multidict import CIMultiDict
 
-from gateway.errors import BadRequest, ClientDisconnected, GatewayError
+from gateway.errors import BadRequest, ClientDisconnected, GatewayError, RequestTimeout
 from gateway.exchange import Exchange, Reply, TLSInfo
+from gateway.observability.accesslog import AccessLog, cache_outcome
 from gateway.observability.metrics import NO_ROUTE, REQUESTS
+from gateway.requestcheck import Refusal, check_transfer_encoding, check_version, origin_form
 from gateway.tls.facts import facts_from_ssl_object
 
 if TYPE_CHECKING:
@@ -48,6 +57,8 @@ log = logging.getLogger("gateway.server")
 
 # Bodies up to this size (with a known length) are read whole and written in one go.
 SMALL_BODY_BYTES = 64 * 1024
+# request[BYTES_OUT]: body bytes relayed by _send_stream (for the access log).
+BYTES_OUT = web.RequestKey("gateway.bytes_out", int)
 
 
 class _NoInventedHeaders:
@@ -194,20 +205,28 @@ class GatewayServer(web.Server):
 
 
 class ClientBody:
-    """The client's request body as a BodySource; sends 100 Continue on first read."""
+    """The client's request body as a BodySource; sends 100 Continue on first read.
 
-    __slots__ = ("_continue", "_request")
+    Each read waits at most `timeout_s` for the client's next bytes (server.body_timeout):
+    a client that stalls mid-body gets 408, and the upstream exchange it fed is aborted
+    (the pool discards a connection whose request failed part-way)."""
 
-    def __init__(self, request: BaseRequest, expect_continue: bool) -> None:
+    __slots__ = ("_continue", "_request", "_timeout_s")
+
+    def __init__(self, request: BaseRequest, expect_continue: bool, timeout_s: float) -> None:
         self._request = request
         self._continue = expect_continue
+        self._timeout_s = timeout_s
 
     async def read(self) -> bytes:
         try:
-            if self._continue:
-                self._continue = False
-                await self._request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            return await self._request.content.readany()
+            async with asyncio.timeout(self._timeout_s):
+                if self._continue:
+                    self._continue = False
+                    await self._request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                return await self._request.content.readany()
+        except TimeoutError:
+            raise RequestTimeout(f"client sent no body bytes for {self._timeout_s:g} s") from None
         except ConnectionError as exc:
             raise ClientDisconnected(f"client went away mid-body: {exc}") from None
         except HttpProcessingError as exc:  # e.g. broken chunked framing from the client
@@ -217,7 +236,7 @@ class ClientBody:
 class Handler:
     """Request entry point for one listener; holds the current Runtime (swapped on reload)."""
 
-    __slots__ = ("listener", "redirect_port", "runtime", "scheme")
+    __slots__ = ("access_log", "listener", "redirect_port", "runtime", "scheme")
 
     def __init__(
         self,
@@ -231,6 +250,7 @@ class Handler:
         self.scheme = scheme
         self.listener = listener  # RFC 7239 node, quoted: '"127.0.0.1:8443"'
         self.redirect_port = redirect_port
+        self.access_log: AccessLog | None = None  # set by the worker when the log is on
 
     async def handle(self, request: BaseRequest) -> web.StreamResponse:
         rt = self.runtime  # one snapshot: this request finishes on this config
@@ -260,9 +280,21 @@ class Handler:
                 rid_header,
                 rid,
             )
-        target = request.raw_path
-        if target[0] != "/":
-            target = _origin_form(target)
+        try:  # what llhttp lets through but would make the upstream read it otherwise
+            version = request.version
+            if version is not HttpVersion11:
+                check_version(*version)
+            if "Transfer-Encoding" in request.headers:
+                te = request.headers.getall("Transfer-Encoding")
+                check_transfer_encoding(te, version.minor)
+            target = origin_form(
+                request.raw_path,
+                request.method,
+                request.headers.get("Host", ""),
+                srv.allow_encoded_slashes,
+            )
+        except Refusal as exc:
+            return _refuse(request, exc, rid_header, rid)
         path, _, query = target.partition("?")
         headers: CIMultiDict[str] = CIMultiDict(request.headers)
         # Not request.host: without a Host header aiohttp would resolve our own FQDN.
@@ -272,12 +304,29 @@ class Handler:
         route = rt.table.match(host, path, method, headers)
         if route is None:
             REQUESTS.observe(NO_ROUTE, method, 404, perf_counter() - t0)
-            return _plain(Reply.error(404, "no_route", "no route matches", rid), rid_header, rid)
+            missing = Reply.error(404, "no_route", "no route matches", rid)
+            if self.access_log is not None:
+                self.access_log.record(
+                    request_id=rid,
+                    client=client_ip,
+                    method=method,
+                    path=path,
+                    query=query,
+                    status=404,
+                    bytes_in=0,
+                    bytes_out=len(missing.body),
+                    seconds=perf_counter() - t0,
+                    route=None,
+                    state=None,
+                    region=None,
+                    cache=None,
+                )
+            return _plain(missing, rid_header, rid)
         upgrade = "Upgrade" in headers and "upgrade" in headers.get("Connection", "").lower()
         body = None
         if request.body_exists:
             expect = headers.get("Expect", "").lower() == "100-continue"
-            body = ClientBody(request, expect and request.version >= (1, 1))
+            body = ClientBody(request, expect and request.version >= (1, 1), srv.body_timeout)
         ex = Exchange(
             method=method,
             path=path,
@@ -300,9 +349,10 @@ class Handler:
         assert route.handler is not None
         REQUESTS.active += 1  # metrics: one observation per request (finally)
         status = 500
+        reply = None
         try:
             try:
-                reply: Reply = await route.handler(ex)
+                reply = await route.handler(ex)
             except GatewayError as exc:
                 log.warning(
                     "%d %s on route %s (id=%s): %s",
@@ -321,18 +371,75 @@ class Handler:
                 status = 499
                 return Response(status=499)  # never sent: the connection is closed
             status = reply.status
+            if reply.stream is not None and (hit := _cache_hit(request, reply, rid_header, rid)):
+                return hit
             reply.headers[rid_header] = rid
             if reply.stream is None:
-                return Response(status=status, headers=reply.headers, body=reply.body)
+                resp = Response(status=status, headers=reply.headers, body=reply.body)
+                if status == 408:  # the body stalled: this connection carries no more
+                    return await _close_after(request, resp)
+                return resp
             if status == 101:
                 return await _splice(request, reply)
-            return await _send_stream(request, reply, rid_header, rid)
+            return await _send_stream(request, reply, rid_header, rid, srv.send_timeout)
         finally:
             REQUESTS.active -= 1
-            REQUESTS.observe(route.name, method, status, perf_counter() - t0)
+            seconds = perf_counter() - t0
+            REQUESTS.observe(route.name, method, status, seconds, ex.state)
+            if self.access_log is not None:
+                _log_access(self.access_log, request, ex, status, seconds, reply)
 
     def __repr__(self) -> str:
         return f"<Handler {self.runtime!r}>"
+
+
+def _log_access(
+    log: AccessLog,
+    request: BaseRequest,
+    ex: Exchange,
+    status: int,
+    seconds: float,
+    reply: Reply | None,
+) -> None:
+    """One access log line: the byte counts and cache outcome read off the reply."""
+    out: int | None = 0
+    cache = None
+    if reply is not None:
+        cache_status = reply.headers.get("Cache-Status")
+        cache = cache_outcome(cache_status) if cache_status is not None else None
+        up = reply.stream
+        if up is None:
+            out = len(reply.body)
+        elif request.method == "HEAD" or status in (204, 304) or status < 200:
+            out = 0
+        else:  # relayed (counted), else announced; an upgrade's bytes are not counted
+            out = request.get(BYTES_OUT, up.content_length)
+    st = ex.state
+    log.record(
+        request_id=ex.request_id,
+        client=ex.client_ip,
+        method=ex.method,
+        path=ex.path,
+        query=ex.query,
+        status=status,
+        bytes_in=request.content.total_bytes if ex.body is not None else 0,
+        bytes_out=out,
+        seconds=seconds,
+        route=ex.route.name,
+        state=st,
+        region=REQUESTS.region_of(st) if st else None,
+        cache=cache,
+    )
+
+
+async def _close_after(request: BaseRequest, resp: web.StreamResponse) -> web.StreamResponse:
+    """Send `resp`, then close the connection at once: aiohttp would otherwise linger
+    up to 10 s reading the rest of a body the client has stopped sending."""
+    resp.force_close()
+    await resp.prepare(request)
+    await resp.write_eof()
+    request.protocol.force_close()
+    return resp
 
 
 def _host_without_port(host: str) -> str:
@@ -376,18 +483,25 @@ def _plain(reply: Reply, rid_header: str, rid: str) -> web.Response:
     return Response(status=reply.status, headers=reply.headers, body=reply.body)
 
 
-def _origin_form(target: str) -> str:
-    """absolute-form (RFC 9112 3.2.2) -> origin-form: keep path and query only."""
-    scheme_end = target.find("://")
-    if scheme_end < 0:
-        return "/" + target if target != "*" else "*"
-    slash = target.find("/", scheme_end + 3)
-    return target[slash:] if slash >= 0 else "/"
+def _refuse(request: BaseRequest, exc: Refusal, rid_header: str, rid: str) -> web.StreamResponse:
+    """The answer to a head that cannot be forwarded safely: written as HTTP/1.1 (the
+    version the client claimed may be one we do not speak), connection closed after."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    log.info("rejected request from %s: %d %s (id=%s)", peer, exc.status, exc.message, rid)
+    reply = Reply.error(exc.status, exc.code, exc.message, rid)
+    reply.headers[rid_header] = rid
+    reply.headers["Connection"] = "close"
+    phrase = HTTPStatus(exc.status).phrase
+    body = b"" if request.method == "HEAD" else reply.body  # RFC 9110 9.3.2
+    return RawResponse(exc.status, phrase, reply.headers, body, keep_alive=False)
 
 
 async def _send_stream(
-    request: BaseRequest, reply: Reply, rid_header: str, rid: str
+    request: BaseRequest, reply: Reply, rid_header: str, rid: str, send_timeout_s: float
 ) -> web.StreamResponse:
+    """Relay the upstream's body; each write waits at most `send_timeout_s` for the
+    client to take bytes (a client that stops reading would otherwise hold the
+    upstream connection for as long as it keeps its socket open)."""
     up = cast("UpstreamResponse", reply.stream)
     status = reply.status
     if request.method == "HEAD" or status in (204, 304) or status < 200:
@@ -410,9 +524,13 @@ async def _send_stream(
         elif request.version >= (1, 1):
             resp.enable_chunked_encoding()
         await resp.prepare(request)
+        sent = 0
         while chunk := await up.read():
-            await resp.write(chunk)
+            sent += len(chunk)
+            async with asyncio.timeout(send_timeout_s):
+                await resp.write(chunk)
         up.release()
+        request[BYTES_OUT] = sent
         return resp
     except GatewayError as exc:
         up.abort()
@@ -426,6 +544,11 @@ async def _send_stream(
     except ConnectionError as exc:
         up.abort()
         log.info("client went away mid-response (id=%s): %s", rid, exc)
+        request.protocol.force_close()
+        return resp if resp is not None else Response(status=499)
+    except TimeoutError:
+        up.abort()
+        log.info("client took no bytes for %g s mid-response (id=%s)", send_timeout_s, rid)
         request.protocol.force_close()
         return resp if resp is not None else Response(status=499)
     except BaseException:
@@ -463,10 +586,19 @@ class RawResponse(web.StreamResponse):
     values came from llhttp or from the gateway, so they hold no CR/LF.
     """
 
-    __slots__ = ("_raw",)
+    __slots__ = ("_gw_keep_alive", "_raw")
 
-    def __init__(self, status: int, reason: str, headers: CIMultiDict[str], body: bytes) -> None:
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        headers: CIMultiDict[str],
+        body: bytes,
+        *,
+        keep_alive: bool = True,
+    ) -> None:
         super().__init__(status=status, reason=reason)
+        self._gw_keep_alive = keep_alive
         line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
         head = [f"{k}: {v}\r\n" for k, v in headers.items()]
         if "Date" not in headers:
@@ -474,15 +606,56 @@ class RawResponse(web.StreamResponse):
         head.append(f"Content-Length: {len(body)}\r\n\r\n")
         self._raw = line + "".join(head).encode("latin-1") + body
 
+    @classmethod
+    def prebuilt(cls, status: int, reason: str, head: bytes, body: bytes) -> RawResponse:
+        """From header lines already serialised (a cache hit's, gateway/cache/answer.py)."""
+        # Not StreamResponse.__init__ (header validation, reason lookup: ~1.5 us a hit):
+        # aiohttp's protocol only calls prepare/write_eof and reads keep_alive, and the
+        # class defaults cover the rest of StreamResponse's state.
+        self = cls.__new__(cls)
+        self._state = {}
+        self._headers = CIMultiDict()
+        self._status = status
+        self._reason = reason
+        self._gw_keep_alive = True
+        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
+        tail = f"Date: {_DateCache.get()}\r\nContent-Length: {len(body)}\r\n\r\n"
+        self._raw = b"".join((line, head, tail.encode("latin-1"), body))
+        return self
+
     async def prepare(self, request: BaseRequest) -> None:
         if self._raw and request.transport is not None:
             request.transport.write(self._raw)
         self._raw = b""
-        self._keep_alive = True
+        self._keep_alive = self._gw_keep_alive
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:
         return None
+
+
+def _cache_hit(request: BaseRequest, reply: Reply, rid_header: str, rid: str) -> RawResponse | None:
+    """A small cache hit whose headers no filter edited, sent from the entry's
+    pre-serialised head (`head_for`, gateway/cache/answer.py); None: the usual path."""
+    head_for = getattr(reply.stream, "head_for", None)
+    status = reply.status
+    if (
+        head_for is None
+        or status < 200
+        or status in (204, 304)
+        or request.method == "HEAD"
+        or not request.keep_alive
+        or request.version != (1, 1)
+    ):
+        return None
+    head: bytes | None = head_for(reply.headers)
+    up = cast("UpstreamResponse", reply.stream)
+    if head is None or up.content_length is None or up.content_length > SMALL_BODY_BYTES:
+        return None
+    body: bytes = cast(Any, up).body()
+    up.release()
+    head += f"{rid_header}: {rid}\r\n".encode("latin-1")
+    return RawResponse.prebuilt(status, up.reason, head, body)
 
 
 class _RawClientReader:

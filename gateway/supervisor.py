@@ -5,8 +5,9 @@ listener, optional demo upstreams. With N > 1 the supervisor runs the admin list
 and the demo upstreams and starts N worker processes (spawned, not forked, so no
 event-loop state is shared); each binds the proxy ports itself with SO_REUSEPORT,
 so the kernel spreads connections across them, and each watches the config file.
-Bans: in one process the admin API reaches the worker's bans; with N workers only
-bans shared through Redis can be listed and lifted (see gateway/admin/app.py).
+Admin: in one process the admin API acts on the worker in-process; with N workers
+each worker serves a control socket in a private run directory (0700) and the
+supervisor's admin API fans every operation out to them (gateway/admin/fanout.py).
 The supervisor forwards SIGHUP (reload) and SIGTERM (drain, stop) to every worker,
 restarts a worker that dies unexpectedly, and reports ready when all have said so.
 Metrics: `run` points prometheus-client's multiprocess mode at a fresh directory
@@ -21,19 +22,24 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import resource
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from multiprocessing.synchronize import Event as MpEvent
 from pathlib import Path
 from typing import Any
 
-from gateway.admin.app import make_admin_app, start_admin
+from gateway.admin.app import make_admin_app, resolve_token, start_admin
+from gateway.admin.control import LocalControl, Target
+from gateway.admin.fanout import FanoutControl, socket_path, start_control
+from gateway.admin.ops import WorkerOps
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
 from gateway.observability.metrics import disable_multiprocess, enable_multiprocess, mark_dead
-from gateway.store.bans import BanStore
 from gateway.worker import ListenError, Worker
 
 log = logging.getLogger("gateway.supervisor")
@@ -50,6 +56,7 @@ def event_loop_runner() -> asyncio.Runner:
 async def run_single(path: Path, config: Config, demo: bool) -> None:
     from gateway.demo import start_demo_upstreams
 
+    token = resolve_token(config.admin, str(path))  # before serving: a bad file stops us
     demos = await start_demo_upstreams(config) if demo else []
     worker = Worker(path)
     worker.install_signals()
@@ -66,9 +73,7 @@ async def run_single(path: Path, config: Config, demo: bool) -> None:
 
     admin = None
     if config.admin.enabled:
-        app = make_admin_app(
-            status, rollouts=lambda: worker.runtime.rollouts, bans=lambda: worker.runtime.bans
-        )
+        app = make_admin_app(status, control=LocalControl(WorkerOps(worker)), token=token)
         admin = await start_admin(app, config.admin.host, config.admin.port)
     try:
         await worker.serve_until_stopped()
@@ -79,7 +84,9 @@ async def run_single(path: Path, config: Config, demo: bool) -> None:
             await runner.cleanup()
 
 
-def worker_main(path: str, worker_id: int, ready: MpEvent, log_level: str) -> None:
+def worker_main(
+    path: str, worker_id: int, ready: MpEvent, log_level: str, control_path: str | None = None
+) -> None:
     from gateway.cli import setup_logging
 
     setup_logging(log_level)
@@ -87,10 +94,17 @@ def worker_main(path: str, worker_id: int, ready: MpEvent, log_level: str) -> No
 
     async def main() -> None:
         worker = Worker(path, worker_id=worker_id)
-        worker.on_ready = ready.set
         worker.install_signals()
         await worker.start()
-        await worker.serve_until_stopped()
+        control = None
+        if control_path is not None:  # the admin API's way in (gateway/admin/fanout.py)
+            control = await start_control(WorkerOps(worker), control_path)
+        ready.set()
+        try:
+            await worker.serve_until_stopped()
+        finally:
+            if control is not None:
+                await control.cleanup()
 
     with event_loop_runner() as runner:
         runner.run(main())
@@ -107,17 +121,30 @@ class Supervisor:
         self.ready: list[MpEvent] = [self.ctx.Event() for _ in range(workers)]
         self.stopping = False
         self.config_hash = config_hash(path)
+        self.run_dir: str | None = None  # private (0700): the workers' control sockets
 
     def spawn(self, i: int) -> None:
         self.ready[i].clear()
         p = self.ctx.Process(
             target=worker_main,
-            args=(str(self.path), i, self.ready[i], self.log_level),
+            args=(str(self.path), i, self.ready[i], self.log_level, self.control_path(i)),
             name=f"gateway-worker-{i}",
         )
         p.start()
         self.procs[i] = p
         log.info("worker %d started (pid %d)", i, p.pid)
+
+    def control_path(self, i: int) -> str | None:
+        return socket_path(self.run_dir, i) if self.run_dir is not None else None
+
+    def control_targets(self) -> list[Target]:
+        """The workers the admin API can ask now: alive, ready, with a socket."""
+        out = []
+        for i, (p, ready) in enumerate(zip(self.procs, self.ready, strict=True)):
+            path = self.control_path(i)
+            if p is not None and p.pid is not None and p.is_alive() and ready.is_set() and path:
+                out.append(Target(i, p.pid, path))
+        return out
 
     def status(self) -> dict[str, Any]:
         alive = [p is not None and p.is_alive() for p in self.procs]
@@ -148,17 +175,16 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self.on_hup)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
+        token = resolve_token(self.config.admin, str(self.path))
         demos = await start_demo_upstreams(self.config) if demo else []
+        self.run_dir = tempfile.mkdtemp(prefix="gateway-run-")  # mode 0700 by mkdtemp
+        os.chmod(self.run_dir, 0o700)
         for i in range(self.n):
             self.spawn(i)
         admin = None
-        # Bans shared through Redis can be listed and lifted from here (a store of our
-        # own, never synced in the background); per-worker memory bans cannot (501).
-        bans = BanStore.for_config(self.config)
-        if bans is not None and bans.redis is None:
-            bans = None
         if self.config.admin.enabled:
-            app = make_admin_app(self.status, bans=(lambda: bans) if bans is not None else None)
+            control = FanoutControl(self.control_targets)
+            app = make_admin_app(self.status, control=control, token=token)
             admin = await start_admin(app, self.config.admin.host, self.config.admin.port)
         restarts: list[float] = []
         try:
@@ -195,13 +221,31 @@ class Supervisor:
                     mark_dead(p.pid)
             if admin is not None:
                 await admin.cleanup()
-            if bans is not None:
-                await bans.retire(None)
+            if self.run_dir is not None:
+                shutil.rmtree(self.run_dir, ignore_errors=True)
             for runner in demos:
                 await runner.cleanup()
 
 
+def raise_nofile_limit() -> tuple[int, int]:
+    """Raise the open-file soft limit to the hard one (often 1024 -> 1M on Linux): every
+    client and upstream connection is a descriptor, and 1024 would cap a public edge at
+    a few hundred idle keep-alive clients. Workers inherit it (spawn keeps rlimits)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    unlimited = resource.RLIM_INFINITY
+    if soft == unlimited or (hard != unlimited and soft >= hard):
+        return soft, hard
+    target = hard if hard != unlimited else max(soft, 1 << 20)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+        return soft, hard
+    return target, hard
+
+
 def run(path: str | Path, *, workers: int | None, demo: bool, log_level: str) -> int:
+    raise_nofile_limit()
 
     path = Path(path)
     try:

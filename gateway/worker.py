@@ -13,6 +13,10 @@ Rollouts: the runtime's rollouts sync with their state store before the runtime
 serves (a restart resumes where the rollout was), then tick on their own task; a
 reload syncs the new set before the swap and stops the old task after it.
 
+Access log: opened at start (an unwritable file is a ConfigError); a reload with the
+same `access_log` section reopens the file (log rotation), a changed one swaps in a
+new log and closes the old in a thread.
+
 Stop (SIGTERM/SIGINT): stop accepting, let in-flight requests finish for up to
 `server.shutdown_timeout`, close idle keep-alive connections, close pools, return.
 """
@@ -25,14 +29,18 @@ import gc
 import logging
 import signal
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+from gateway.config.accesslog_model import AccessLog as AccessLogConfig
 from gateway.config.load import config_hash, load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
 from gateway.forwarded import node, quote
+from gateway.observability import features  # noqa: F401 - registers the feature metrics
 from gateway.observability import metrics as obs
+from gateway.observability.accesslog import AccessLog
 from gateway.runtime import Runtime
 from gateway.server import GatewayServer, Handler
 from gateway.tls import ServerTLS, build_server_context
@@ -71,7 +79,7 @@ def settle_gc() -> None:
 
 def observe_runtime(runtime: Runtime, previous_hash: str | None) -> None:
     """Metrics for a config being loaded: per-route children, the config hash."""
-    obs.REQUESTS.prepare((r.name, r.methods) for r in runtime.table.routes)
+    obs.REQUESTS.prepare_runtime(runtime)
     obs.config_loaded(runtime.config_hash, previous_hash)
 
 
@@ -80,12 +88,15 @@ class ListenError(Exception):
 
 
 class ReloadStats:
-    __slots__ = ("failed", "last_errors", "ok")
+    __slots__ = ("failed", "last_at", "last_errors", "last_result", "loaded_at", "ok")
 
     def __init__(self) -> None:
         self.ok = 0
         self.failed = 0
         self.last_errors: list[str] = []
+        self.loaded_at = time.time()  # wall time the served config was loaded
+        self.last_result: str | None = None  # "ok" | "failed" once a reload ran
+        self.last_at: float | None = None  # wall time of the last reload attempt
 
     def __repr__(self) -> str:
         return f"<ReloadStats ok={self.ok} failed={self.failed}>"
@@ -113,6 +124,7 @@ class Worker:
         self._tasks: list[asyncio.Task[None]] = []
         self._stat: tuple[int, int] | None = None
         self.on_ready: Callable[[], None] | None = None
+        self.access_log: AccessLog | None = None  # None: the access log is off
         self._refreeze: asyncio.TimerHandle | None = None
 
     @property
@@ -128,6 +140,8 @@ class Worker:
         config = load_config(self.path)
         self._stat = self._file_stat()
         runtime = Runtime.build(config, config_hash(self.path), clock=self.clock)
+        self.access_log = AccessLog.open(config.access_log)  # ConfigErrors: cannot open
+        obs.worker_started(self.worker_id)
         srv = config.server
         loop = asyncio.get_running_loop()
         for i, lst in enumerate(config.listeners):
@@ -143,6 +157,7 @@ class Worker:
                 listener=quote(node(lst.host, bound_port)),
                 redirect_port=lst.redirect_to_https,
             )
+            handler.access_log = self.access_log
             http = GatewayServer(
                 handler.handle,
                 header_timeout_s=srv.header_timeout,
@@ -172,6 +187,7 @@ class Worker:
         for tls in self.tls:
             obs.certificate_expiries(tls.expiries())
         runtime.start_health()  # each worker checks its own endpoints (health.py)
+        runtime.overload.start()  # event-loop lag; the monitor passes from runtime to runtime
         await runtime.rollouts.sync()  # resume where the shared (or previous) state is
         runtime.rollouts.start()
         settle_gc()
@@ -194,10 +210,13 @@ class Worker:
     async def reload(self) -> bool:
         """Swap in the config file's current content; keep serving the old on error."""
         self._stat = self._file_stat()
+        self.reloads.last_at = time.time()
+        self.reloads.last_result = "failed"  # until the swap below
         try:
             config = load_config(self.path)
             digest = config_hash(self.path)
             new = Runtime.build(config, digest, previous=self.runtime)
+            access_log = self._access_log_for(config.access_log)
         except ConfigErrors as exc:
             self.reloads.failed += 1
             obs.reload_result(False)
@@ -215,12 +234,18 @@ class Worker:
         observe_runtime(new, old.config_hash)  # metric children resolved before the swap
         for handler in self.handlers:
             handler.runtime = new  # the swap: one reference per listener
+            handler.access_log = access_log
+        if self.access_log is not None and self.access_log is not access_log:
+            self._tasks.append(asyncio.create_task(asyncio.to_thread(self.access_log.close)))
+        self.access_log = access_log
         await old.rollouts.stop()
         new.rollouts.start()
         new.start_health()  # checkers reused from `old` keep running; retire stops the rest
         self.reloads.ok += 1
         obs.reload_result(True)
         self.reloads.last_errors = []
+        self.reloads.last_result = "ok"
+        self.reloads.loaded_at = time.time()
         if config.listeners != old.config.listeners or config.server != old.config.server:
             log.warning("listeners or server limits changed: they apply after a restart")
         self._tasks.append(asyncio.create_task(old.retire(new)))
@@ -232,6 +257,13 @@ class Worker:
         self._refreeze = asyncio.get_running_loop().call_later(GC_REFREEZE_S, settle_gc)
         log.info("config reloaded: %s -> %s", old.config_hash[:12], digest[:12])
         return True
+
+    def _access_log_for(self, cfg: AccessLogConfig) -> AccessLog | None:
+        """The running log when its settings hold (reopened: log rotation), else a new one."""
+        if self.access_log is not None and self.access_log.config == cfg:
+            self.access_log.reopen()
+            return self.access_log
+        return AccessLog.open(cfg)
 
     def _file_stat(self) -> tuple[int, int] | None:
         try:
@@ -276,7 +308,10 @@ class Worker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.handlers:
+            await self.runtime.overload.stop()
             await self.runtime.close()
+        if self.access_log is not None:
+            await asyncio.to_thread(self.access_log.close)
         log.info("worker %d stopped", self.worker_id)
 
     def __repr__(self) -> str:

@@ -1,14 +1,29 @@
-"""The memory store: cached responses in an LRU bounded in bytes, one per worker.
+"""The store interface, and the memory store: an LRU bounded in bytes, one per worker.
 
-Two maps, as Varnish and nginx do for Vary: `_vary` gives, per primary key (route,
-host, path, configured query and headers), the request header names the stored
-responses vary on; the entry itself lives under primary key + those headers' values
-(the secondary key, RFC 9111 4.1). A new response for a primary key replaces its Vary
-names; entries stored under older names simply stop being found and age out.
+Interface (`CacheStore`, both backends). The filter asks `immediate` once per request:
+a store that answers lookups from memory (this one) is read with the plain
+`lookup_now`, so a memory hit awaits nothing; a shared store (Redis) is read with
+`await lookup(...)`. `put(entry, then)` stores and calls `then(stored)` once done (at
+once here, after the round trip for Redis), so collapsed misses are released only
+when the entry can be found. `refreshed(entry)` writes back headers a 304 changed;
+`flush()` waits for writes in flight. `purge(key=, prefix=, tag=)` removes entries by
+their operator key (entry.py: the URL form `host/path?query`), by a prefix of it, or
+by tag, and says how many it removed.
+
+Memory layout. Two maps, as Varnish and nginx do for Vary: `_vary` gives, per primary
+key, the request header names the stored responses vary on; the entry itself lives
+under primary key + those headers' values (the secondary key, RFC 9111 4.1). A new
+response for a primary key replaces its Vary names; entries stored under older names
+simply stop being found and age out. Two indexes serve purge: `_by_url` (url -> entry
+keys) and `_by_tag` (tag -> entry keys); an entry is linked into both when stored and
+unlinked when replaced, removed or evicted, and an index set that empties is deleted,
+so the indexes never hold more names than the live entries do.
 
 Invariant: `bytes` (the sum of the entries' `size`) never exceeds `max_bytes` after a
 `put` returns; an entry larger than the whole store is not stored. `clock` is the
-monotonic time source of the cache (tests replace it with a fake one).
+monotonic time source of the cache (tests replace it with a fake one). Purge here is
+per worker process: each worker has its own store (the admin API asks every worker;
+a purge across instances needs Redis). Purge by prefix scans the URL index (O(URLs)).
 """
 
 from __future__ import annotations
@@ -16,114 +31,98 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
-from gateway.cache.policy import CacheControl
+from multidict import CIMultiDict
 
-__all__ = ["ENTRY_OVERHEAD_BYTES", "Entry", "MemoryStore"]
+from gateway.cache.entry import ENTRY_OVERHEAD_BYTES, Entry, secondary_key
 
-# Bookkeeping per entry (objects, key, dict slots), counted against max_bytes.
-ENTRY_OVERHEAD_BYTES = 256
+__all__ = ["ENTRY_OVERHEAD_BYTES", "CacheStore", "Entry", "MemoryStore", "purge_target"]
 
 
-class Entry:
-    """One stored response. `headers` exclude Content-Length, Age and Cache-Status."""
+class CacheStore(Protocol):
+    """What the cache filter and the admin API need of a store (module note)."""
 
-    __slots__ = (
-        "age0",
-        "body",
-        "cc",
-        "etag",
-        "headers",
-        "key",
-        "last_modified",
-        "lifetime",
-        "primary",
-        "reason",
-        "size",
-        "status",
-        "stored_at",
-    )
+    clock: Callable[[], float]
+    immediate: bool
+    bytes: int  # bytes of entries held in this process (0 for Redis)
 
-    def __init__(
-        self,
-        *,
-        primary: str,
-        key: str,
-        status: int,
-        reason: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        cc: CacheControl,
-        lifetime: float,
-        stored_at: float,
-        age0: float,
-    ) -> None:
-        self.primary = primary
-        self.key = key
-        self.status = status
-        self.reason = reason
-        self.body = body
-        self.set_headers(headers, cc, lifetime, stored_at, age0)
-        self.size = 0
-        self.resize()
+    def lookup_now(self, primary: str, h: CIMultiDict[str]) -> Entry | None: ...
 
-    def set_headers(
-        self,
-        headers: list[tuple[str, str]],
-        cc: CacheControl,
-        lifetime: float,
-        stored_at: float,
-        age0: float,
-    ) -> None:
-        self.headers = headers
-        self.cc = cc
-        self.lifetime = lifetime  # freshness lifetime, seconds
-        self.stored_at = stored_at  # clock() when received (or last revalidated)
-        self.age0 = age0  # the upstream's Age then
-        lower = {k.lower(): v for k, v in headers}
-        self.etag = lower.get("etag")
-        self.last_modified = lower.get("last-modified")
+    async def lookup(self, primary: str, h: CIMultiDict[str]) -> Entry | None: ...
 
-    def resize(self) -> None:
-        self.size = (
-            ENTRY_OVERHEAD_BYTES
-            + len(self.key)
-            + len(self.body)
-            + sum(len(k) + len(v) + 4 for k, v in self.headers)
-        )
+    def known(self, primary: str) -> bool: ...
 
-    def age(self, now: float) -> float:
-        """RFC 9111 4.2.3, simplified: the upstream's Age plus our resident time."""
-        return self.age0 + max(0.0, now - self.stored_at)
+    def put(self, entry: Entry, then: Callable[[bool], None]) -> None: ...
 
-    def ttl(self, now: float) -> float:
-        """Seconds of freshness left; negative once stale."""
-        return self.lifetime - self.age(now)
+    def refreshed(self, entry: Entry) -> None: ...
 
-    @property
-    def validators(self) -> bool:
-        return self.etag is not None or self.last_modified is not None
+    async def purge(
+        self, *, key: str | None = None, prefix: str | None = None, tag: str | None = None
+    ) -> int: ...
 
-    def __repr__(self) -> str:
-        return f"<Entry {self.key!r} {self.status} {len(self.body)} B lifetime={self.lifetime}>"
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def purge_target(key: str | None, prefix: str | None, tag: str | None) -> tuple[str, str]:
+    """(kind, value) of a purge request; ValueError unless exactly one is given.
+
+    A scheme in front of a key or prefix (`https://host/p`) is dropped: entries are
+    named `host/path?query`, and a purge is meant for every scheme.
+    """
+    given = [(k, v) for k, v in (("key", key), ("prefix", prefix), ("tag", tag)) if v is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of key, prefix, tag")
+    kind, value = given[0]
+    if kind != "tag":
+        for scheme in ("http://", "https://"):
+            if value[: len(scheme)].lower() == scheme:
+                value = value[len(scheme) :]
+        host, slash, rest = value.partition("/")
+        value = host.lower() + slash + rest
+    if not value:
+        raise ValueError(f"{kind} must not be empty")
+    return kind, value
 
 
 class MemoryStore:
     """LRU of Entries bounded in bytes; see the module note."""
 
-    __slots__ = ("_entries", "_vary", "bytes", "clock", "evictions", "max_bytes")
+    __slots__ = (
+        "_by_tag",
+        "_by_url",
+        "_entries",
+        "_vary",
+        "bytes",
+        "clock",
+        "evictions",
+        "max_bytes",
+        "purged",
+    )
+
+    immediate = True
 
     def __init__(self, max_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.max_bytes = max_bytes
         self.clock = clock
         self.bytes = 0
         self.evictions = 0
+        self.purged = 0
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._vary: dict[str, tuple[str, ...]] = {}
+        self._by_url: dict[str, set[str]] = {}
+        self._by_tag: dict[str, set[str]] = {}
+
+    # -- lookups (plain calls: the memory hit path awaits nothing) -----------------
 
     def vary(self, primary: str) -> tuple[str, ...] | None:
         """The Vary names of the responses stored for `primary`; None if none stored."""
         return self._vary.get(primary)
+
+    def known(self, primary: str) -> bool:
+        return primary in self._vary
 
     def get(self, key: str) -> Entry | None:
         entry = self._entries.get(key)
@@ -131,18 +130,39 @@ class MemoryStore:
             self._entries.move_to_end(key)
         return entry
 
-    def put(self, entry: Entry, vary: tuple[str, ...]) -> bool:
+    def lookup_now(self, primary: str, h: CIMultiDict[str]) -> Entry | None:
+        vary = self._vary.get(primary)
+        if vary is None:
+            return None
+        key = primary + "\x01" if not vary else secondary_key(primary, vary, h)
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+        return entry
+
+    async def lookup(self, primary: str, h: CIMultiDict[str]) -> Entry | None:
+        return self.lookup_now(primary, h)
+
+    # -- writes ----------------------------------------------------------------------
+
+    def put(self, entry: Entry, then: Callable[[bool], None] | None = None) -> None:
+        stored = self.store(entry)
+        if then is not None:
+            then(stored)
+
+    def store(self, entry: Entry, vary: tuple[str, ...] | None = None) -> bool:
         """Store (or replace) `entry`; False when it cannot fit even in an empty store."""
         self.remove(entry.key)
         if entry.size > self.max_bytes:
             return False
-        self._vary[entry.primary] = vary
+        self._vary[entry.primary] = entry.vary if vary is None else vary
         self._entries[entry.key] = entry
+        self._link(entry)
         self.bytes += entry.size
         self._shrink()
         return True
 
-    def resized(self, entry: Entry) -> None:
+    def refreshed(self, entry: Entry) -> None:
         """`entry`'s headers changed (a 304 refreshed them): recount its bytes."""
         if self._entries.get(entry.key) is not entry:
             return
@@ -151,24 +171,66 @@ class MemoryStore:
         self.bytes += entry.size
         self._shrink()
 
-    def remove(self, key: str) -> None:
+    resized = refreshed
+
+    def remove(self, key: str) -> bool:
         old = self._entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old.size
+        if old is None:
+            return False
+        self.bytes -= old.size
+        self._unlink(old)
+        return True
 
     def set_max_bytes(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._shrink()
+
+    async def purge(
+        self, *, key: str | None = None, prefix: str | None = None, tag: str | None = None
+    ) -> int:
+        kind, value = purge_target(key, prefix, tag)
+        if kind == "tag":
+            keys = list(self._by_tag.get(value, ()))
+        elif kind == "key":
+            keys = list(self._by_url.get(value, ()))
+        else:
+            keys = [k for url, ks in self._by_url.items() if url.startswith(value) for k in ks]
+        removed = sum(self.remove(k) for k in keys)
+        self.purged += removed
+        return removed
+
+    async def flush(self) -> None:
+        return None  # writes are done when put returns
+
+    async def close(self) -> None:
+        return None
+
+    # -- bookkeeping -------------------------------------------------------------------
+
+    def _link(self, entry: Entry) -> None:
+        self._by_url.setdefault(entry.url, set()).add(entry.key)
+        for t in entry.tags:
+            self._by_tag.setdefault(t, set()).add(entry.key)
+
+    def _unlink(self, entry: Entry) -> None:
+        _discard(self._by_url, entry.url, entry.key)
+        for t in entry.tags:
+            _discard(self._by_tag, t, entry.key)
 
     def _shrink(self) -> None:
         entries = self._entries
         while self.bytes > self.max_bytes and entries:
             _, old = entries.popitem(last=False)
             self.bytes -= old.size
+            self._unlink(old)
             self.evictions += 1
         if len(self._vary) > 2 * len(entries) + 64:  # forget Vary names of evicted keys
             live = {e.primary for e in entries.values()}
             self._vary = {p: v for p, v in self._vary.items() if p in live}
+
+    def index_sizes(self) -> tuple[int, int]:
+        """(urls, tags) in the purge indexes: bounded by the live entries."""
+        return len(self._by_url), len(self._by_tag)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -176,5 +238,13 @@ class MemoryStore:
     def __repr__(self) -> str:
         return (
             f"<MemoryStore {len(self._entries)} entries {self.bytes}/{self.max_bytes} B"
-            f" evictions={self.evictions}>"
+            f" evictions={self.evictions} tags={len(self._by_tag)} purged={self.purged}>"
         )
+
+
+def _discard(index: dict[str, set[str]], name: str, key: str) -> None:
+    keys = index.get(name)
+    if keys is not None:
+        keys.discard(key)
+        if not keys:
+            del index[name]

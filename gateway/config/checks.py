@@ -19,6 +19,10 @@ Rate limits: policy names are unique per route (they name the RateLimit header i
 and the buckets), and `store: redis` needs the top-level `redis` section; so does
 `bans.store: redis`.
 
+Principals: a rate-limit policy keyed on `principal` or with `tiers` needs the route's
+`auth` to name callers (api_keys or jwt); without it every request would take the
+fallback, or be refused 400.
+
 Services and regions (`rollout_checks`): a route names an upstream or a service, a
 service's versions name upstreams, the two name spaces do not overlap, and the regions
 an upstream's `regions` section lists are regions its endpoints have.
@@ -46,6 +50,7 @@ def cross_check(data: object) -> list[ConfigError]:
         *_check_listener_tls(data),
         *_check_rate_limits(data),
         *_check_bans(data),
+        *_check_principals(data),
         *check_services(data),
         *check_regions(data),
     ]
@@ -255,6 +260,36 @@ def _check_rate_limits(data: dict[str, Any]) -> list[ConfigError]:
             if policy.get("store") == "redis" and not has_redis:
                 errors.append(
                     ConfigError(f"{at}.store", "'redis' needs the top-level redis section")
+                )
+    return errors
+
+
+def _check_principals(data: dict[str, Any]) -> list[ConfigError]:
+    routes = data.get("routes")
+    if not isinstance(routes, list):
+        return []
+    errors: list[ConfigError] = []
+    for i, route in enumerate(routes):
+        if not isinstance(route, dict) or not isinstance(route.get("rate_limits"), list):
+            continue
+        auth = route.get("auth")
+        names = isinstance(auth, dict) and (auth.get("api_keys") or auth.get("jwt"))
+        if names:
+            continue
+        for j, policy in enumerate(route["rate_limits"]):
+            if not isinstance(policy, dict):
+                continue
+            at = f"routes[{i}].rate_limits[{j}]"
+            key = policy.get("key")
+            if isinstance(key, list) and "principal" in key:
+                errors.append(
+                    ConfigError(
+                        f"{at}.key", "'principal' needs the route's auth.api_keys or auth.jwt"
+                    )
+                )
+            if policy.get("tiers"):
+                errors.append(
+                    ConfigError(f"{at}.tiers", "tiers need the route's auth.api_keys or auth.jwt")
                 )
     return errors
 

@@ -142,7 +142,10 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 def _parse_yaml(text: str, errors: list[ConfigError]) -> Any:
-    loader = _StrictLoader(text)
+    try:
+        loader = _StrictLoader(text)  # the reader refuses control characters here already
+    except yaml.YAMLError as e:
+        raise ConfigError("", f"YAML syntax error: {e}") from None
     try:
         data = loader.get_single_data()
     except yaml.MarkedYAMLError as e:

@@ -19,7 +19,10 @@ The TLS models (listener certificates, client certificates, upstream TLS) live i
 `tls_model.py`, a route's header rules in `headers_model.py`, rate limit policies and
 the Redis store in `ratelimit_model.py`, balancing, breakers, health checks, limits
 and retries in `resilience_model.py`, abusive-client bans in `bans_model.py`, response
-compression in `compression_model.py`, caching in `cache_model.py`; this module re-exports them.
+compression in `compression_model.py`, caching in `cache_model.py`, edge authentication
+in `auth_model.py`, CORS in `cors_model.py`, overload protection (adaptive concurrency,
+shedding by priority) and deduplication in `overload_model.py`; this module re-exports
+them.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from gateway.config.accesslog_model import AccessLog
+from gateway.config.auth_model import Auth
 from gateway.config.bans_model import Bans
 from gateway.config.cache_model import Cache, CacheKey, CacheStore
 from gateway.config.compression_model import Compression, Levels
+from gateway.config.cors_model import Cors
 from gateway.config.fields import (
     NAME_PATTERN,
     Address,
@@ -51,6 +57,7 @@ from gateway.config.fields import (
 )
 from gateway.config.forwarding_model import ClientCertHeaders, Forwarding
 from gateway.config.headers_model import HeaderEdits, HeaderRules, SecurityHeaders
+from gateway.config.overload_model import AdaptiveConcurrency, Dedup, Overload, Priority
 from gateway.config.ratelimit_model import (
     RateLimitPolicy,
     RateLimitSettings,
@@ -72,6 +79,7 @@ from gateway.config.units import Duration, Size
 __all__ = [
     "NAME_PATTERN",
     "Admin",
+    "Auth",
     "Balancing",
     "Bans",
     "BreakerSettings",
@@ -82,6 +90,7 @@ __all__ = [
     "ClientCertHeaders",
     "Compression",
     "Config",
+    "Cors",
     "Endpoint",
     "Exclusion",
     "Forwarding",
@@ -156,6 +165,39 @@ class Admin(StrictModel):
         default="127.0.0.1:9901", description="'host:port' the admin API binds."
     )
     enabled: bool = Field(default=True, description="Serve the admin API at all.")
+    token: Annotated[str, Field(min_length=16, pattern=r"^[!-~]+$")] | None = Field(
+        default=None,
+        repr=False,  # a secret: kept out of logged reprs
+        description="Bearer token every admin API request must carry once set (required "
+        "off loopback); printable ASCII, 16 characters at least. Prefer token_file.",
+    )
+    token_file: str | None = Field(
+        default=None,
+        description="File holding the bearer token (surrounding whitespace ignored), "
+        "read when the gateway starts.",
+    )
+
+    @property
+    def loopback(self) -> bool:
+        """Whether the admin address is a loopback one (127.0.0.0/8, ::1, localhost)."""
+        host = self.host
+        if host.lower() == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> Admin:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        if self.enabled and not self.loopback and self.token is None and self.token_file is None:
+            raise ValueError(
+                f"address {self.address!r} is not loopback: set admin.token or "
+                "admin.token_file (a bearer token the admin API then requires)"
+            )
+        return self
 
     @property
     def host(self) -> str:
@@ -190,6 +232,23 @@ class ServerLimits(StrictModel):
         default=unit("10s"),
         gt=0,
         description="A client must send complete request headers within this.",
+    )
+    body_timeout: Duration = Field(
+        default=unit("30s"),
+        gt=0,
+        description="Longest gap while reading a request body from the client; 408 beyond "
+        "(the upstream request is aborted).",
+    )
+    send_timeout: Duration = Field(
+        default=unit("60s"),
+        gt=0,
+        description="Longest wait for a client to take more of a streamed response; the "
+        "connection is cut beyond (and the upstream's released).",
+    )
+    allow_encoded_slashes: bool = Field(
+        default=False,
+        description="Accept %2F and %5C in request paths; false answers 400 (upstreams that "
+        "decode them could be reached past a route's path prefix).",
     )
     shutdown_timeout: Duration = Field(
         default=unit("30s"), description="On SIGTERM, in-flight requests get this long to finish."
@@ -298,6 +357,11 @@ class Upstream(StrictModel):
         default=None,
         description="Locality: failover order and weights across the endpoints' regions; "
         "default (endpoints with a region): own region first.",
+    )
+    adaptive_concurrency: AdaptiveConcurrency | None = Field(
+        default=None,
+        description="A concurrency limit that follows measured latency; requests over it "
+        "get 503 at once; none: off.",
     )
 
 
@@ -409,6 +473,12 @@ class Route(StrictModel):
         description="Send the client's Host upstream; false: the endpoint's host[:port].",
     )
     timeouts: Timeouts = Field(default=Timeouts(), description="Upstream timeouts.")
+    max_response_bytes: Size = Field(
+        default=0,
+        description="Largest upstream response body: a Content-Length over it gets 502, a "
+        "streamed body crossing it is cut. 0: no limit (memory stays bounded either way: "
+        "bodies are streamed with backpressure).",
+    )
     retry_idempotent: bool = Field(
         default=True,
         description="Retry GET/HEAD/OPTIONS/PUT/DELETE whose connection failed before a "
@@ -450,6 +520,26 @@ class Route(StrictModel):
         default=True,
         description="Apply the top-level bans section here (refuse banned, denied clients; "
         "count this route's blocks); false exempts the route.",
+    )
+    priority: Priority = Field(
+        default="normal",
+        description="Shedding order under gateway overload: low first, critical last (never "
+        "by event-loop lag alone).",
+    )
+    dedup: Dedup | None = Field(
+        default=None,
+        description="Idempotency keys: a repeated request within the window gets the stored "
+        "response; none: off.",
+    )
+    auth: Auth | None = Field(
+        default=None,
+        description="Edge authentication: API keys, JWT bearer tokens, signed webhooks "
+        "(401); sets the principal and tier rate limits key on; none: off.",
+    )
+    cors: Cors | None = Field(
+        default=None,
+        description="CORS: allowed origins, methods, headers, credentials; preflights "
+        "answered by the gateway; none: off (CORS headers pass through untouched).",
     )
 
 
@@ -495,6 +585,16 @@ class Config(StrictModel):
     )
     cache_store: CacheStore = Field(
         default=CacheStore(), description="The per-worker memory store of cached responses."
+    )
+    overload: Overload | None = Field(
+        default=None,
+        description="Shed requests by route priority when the event loop lags or too many "
+        "are in flight per worker; none: off.",
+    )
+    access_log: AccessLog = Field(
+        default=AccessLog(),
+        description="One JSON line per request (off, sampled or full; stdout or a file); "
+        "default off.",
     )
 
     @property

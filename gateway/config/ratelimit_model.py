@@ -6,14 +6,15 @@ A route's `rate_limits` is a list of policies, all of which must pass:
       - name: per-ip
         rate: 20/s                 # '<n>/<s|min|h>': n tokens refill per period
         burst: 40                  # bucket size; default n (the rate's count), min 1
-        key: [client_ip]           # parts joined: client_ip, route, {header: X-API-Key},
-                                   # {cookie: session}
+        key: [client_ip]           # parts joined: client_ip, route, principal,
+                                   # {header: X-API-Key}, {cookie: session}
         missing_key: reject        # or {fallback: anonymous}: one shared bucket
         cost: {default: 1, methods: {POST: 5}}
         mode: enforce              # or shadow: decide and count, never block
         store: redis               # or memory; default redis when `redis` is configured
         on_store_error: open       # open: in-memory buckets; closed: 503
         headers: true              # RateLimit / RateLimit-Policy on responses
+        tiers: {gold: 1000/min}    # the caller's tier (auth) picks another rate
 
 Top level, `redis` (url, cluster, timeout, key_prefix, batching, breaker) and
 `rate_limit` (the in-memory store's size). A key part is normalised to a `KeyPart`
@@ -22,6 +23,12 @@ before-validators, so an error names the exact spot instead of every member of a
 Cross-field rules (unique policy names per route, store: redis needs a redis section)
 are in `checks.py`; a cost that exceeds the burst is refused here, since such a
 request could never be admitted.
+
+Principals and tiers (the route's `auth` section sets them): the key part `principal`
+is the caller's API key name or JWT subject (absent: `missing_key` applies), and
+`tiers` maps a tier name to the rate (and burst) that callers of that tier get from
+this policy instead of `rate`; callers without a tier, or of a tier not listed, get
+`rate`. One policy, one bucket per key, its size chosen by tier.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ __all__ = [
     "RateLimitSettings",
     "RedisBreaker",
     "RedisSettings",
+    "TierLimit",
     "parse_rate",
 ]
 
@@ -52,7 +60,7 @@ _RATE = re.compile(r"([1-9][0-9]{0,8})/(s|min|h)")
 _RATE_HELP = "expected '<n>/<s|min|h>', like '20/s', '1000/min' or '5/h'"
 # RFC 6265 4.1.1: a cookie name is a token.
 _COOKIE_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_KEY_HELP = "expected 'client_ip', 'route', {header: <name>} or {cookie: <name>}"
+_KEY_HELP = "expected 'client_ip', 'route', 'principal', {header: <name>} or {cookie: <name>}"
 
 
 def parse_rate(text: str) -> tuple[int, int]:
@@ -71,9 +79,9 @@ def _check_rate(v: Any) -> Any:
 
 
 class KeyPart(StrictModel):
-    """One part of a bucket key; written as 'client_ip', 'route', {header: X}, {cookie: X}."""
+    """One part of a bucket key: 'client_ip', 'route', 'principal', {header: X}, {cookie: X}."""
 
-    source: Literal["client_ip", "route", "header", "cookie"]
+    source: Literal["client_ip", "route", "principal", "header", "cookie"]
     name: str | None = None
 
     def __str__(self) -> str:
@@ -92,7 +100,7 @@ def _key_part(v: Any) -> Any:
     if isinstance(v, KeyPart):
         return v
     if isinstance(v, str):
-        if v in ("client_ip", "route"):
+        if v in ("client_ip", "route", "principal"):
             return {"source": v}
         raise ValueError(f"invalid key part {v!r}: {_KEY_HELP}")
     if isinstance(v, dict) and len(v) == 1:
@@ -135,6 +143,21 @@ def _missing_key(v: Any) -> Any:
 Tokens = Annotated[int, Field(ge=0)]
 
 
+class TierLimit(StrictModel):
+    """A tier's rate in one policy; also written as a bare rate string."""
+
+    rate: Annotated[str, BeforeValidator(_check_rate)] = Field(
+        description="Refill rate '<n>/<s|min|h>' for callers of this tier."
+    )
+    burst: int | None = Field(
+        default=None, ge=1, description="Bucket size in tokens; default the rate's n."
+    )
+
+
+def _tier_limit(v: Any) -> Any:
+    return {"rate": v} if isinstance(v, str) else v
+
+
 class Cost(StrictModel):
     """Tokens a request takes from the bucket: a default, and per method."""
 
@@ -163,7 +186,9 @@ class RateLimitPolicy(StrictModel):
             KeyPart,
             BeforeValidator(
                 _key_part,
-                json_schema_input_type=Literal["client_ip", "route"] | _HeaderKey | _CookieKey,
+                json_schema_input_type=Literal["client_ip", "route", "principal"]
+                | _HeaderKey
+                | _CookieKey,
             ),
         ]
     ] = Field(
@@ -200,6 +225,20 @@ class RateLimitPolicy(StrictModel):
     headers: bool = Field(
         default=True, description="Send RateLimit-Policy and RateLimit response headers."
     )
+    tiers: dict[Name, Annotated[TierLimit, BeforeValidator(_tier_limit)]] = Field(
+        default={},
+        description="Per caller tier (set by the route's auth: API key or JWT tier claim), "
+        "the rate this policy applies instead of `rate`, as '<n>/<period>' or {rate, "
+        "burst}; callers without a listed tier get `rate`.",
+    )
+
+    def tier_limits(self) -> dict[str, tuple[float, int]]:
+        """Tier -> (tokens per second, burst)."""
+        out = {}
+        for tier, t in self.tiers.items():
+            count, period = parse_rate(t.rate)
+            out[tier] = (count / period, t.burst if t.burst is not None else count)
+        return out
 
     @property
     def rate_count(self) -> int:
@@ -230,6 +269,13 @@ class RateLimitPolicy(StrictModel):
             if cost > burst:
                 raise ValueError(
                     f"cost.methods.{method} {cost} exceeds burst {burst}: "
+                    "such a request could never be admitted"
+                )
+        costs = [self.cost.default, *self.cost.methods.values()]
+        for tier, (_, tier_burst) in self.tier_limits().items():
+            if max(costs) > tier_burst:
+                raise ValueError(
+                    f"tiers.{tier}: a cost of {max(costs)} exceeds its burst {tier_burst}: "
                     "such a request could never be admitted"
                 )
         return self

@@ -1,30 +1,31 @@
 """The cache filter: an RFC 9111 shared cache for GET and HEAD, per route.
 
 How it works. At load a route's `cache` section becomes one immutable CacheFilter
-bound to the worker's MemoryStore (gateway/cache/store.py). Per request:
+bound to the worker's store (gateway/cache/store.py: memory, or Redis shared by every
+instance). Per request:
 
 1. Not GET/HEAD, or a Range request: forwarded untouched (`Cache-Status: fwd=method`
    / `fwd=request`).
-2. Lookup: primary key (route, scheme, host, path, configured query parameters and
-   headers), then the secondary key from the request headers the stored response's
-   Vary names (4.1). A fresh entry (4.2, Age = upstream Age + resident time) is a hit;
-   `no-cache` on the entry or the request forces revalidation (5.2.2.4, 5.2.1.4).
+2. Lookup: primary key (the URL form `host/path?query` with the configured query
+   parameters, then route, scheme and configured headers: gateway/cache/entry.py),
+   then the secondary key from the request headers the stored response's Vary names
+   (4.1). A fresh entry (4.2, Age = upstream Age + resident time) is a hit; `no-cache`
+   on the entry or the request forces revalidation (5.2.2.4, 5.2.1.4). A memory store
+   is read with a plain call (a memory hit awaits nothing); Redis with one round trip.
 3. A stale entry within stale-while-revalidate (RFC 5861 3) is served at once and one
    background request refreshes it. Otherwise it is revalidated: the upstream gets
    If-None-Match / If-Modified-Since from the entry (4.3.1); a 304 refreshes the
    entry's headers and freshness (4.3.4) and the client is answered from the entry; a
    5xx or a connection error within stale-if-error (RFC 5861 4) serves the stale entry.
    must-revalidate, proxy-revalidate and s-maxage turn both stale extensions off.
-4. A miss goes upstream once per key: concurrent misses for the same primary key wait
-   for the first (the "leader") to finish storing, then look up again (request
-   collapsing, as nginx's proxy_cache_lock). Waiters wait at most COLLAPSE_WAIT_S.
-5. A storable response (policy.not_storable) is teed: `TeeStream` hands each chunk to
-   the client as it arrives and keeps a copy while the body stays within
-   max_entry_bytes (a known larger Content-Length is not teed at all); the entry is
-   stored when the body ends, never before. A body cut short is not stored.
+4. A miss goes upstream once per key and process: concurrent misses for the same
+   primary key wait for the first (the "leader") to finish storing, then look up
+   again (request collapsing, as nginx's proxy_cache_lock). Waiters wait at most
+   COLLAPSE_WAIT_S. With Redis, instances do not wait on each other.
+5. A storable response (gateway/cache/admission.py) is teed to the client and stored
+   when its body ends, never before; a body cut short is not stored.
 
-Hits and 304-refreshed entries answer a client's own conditional (If-None-Match, weak
-comparison, else If-Modified-Since) with a 304 (RFC 9110 13.1, 13.2.2, 2xx only).
+Hits (gateway/cache/answer.py) answer a client's own conditional with a 304.
 `Cache-Status` (RFC 9211) says what happened: `gateway; hit; ttl=N`,
 `gateway; fwd=miss; fwd-status=200; stored`, `gateway; fwd=stale; fwd-status=304`,
 `gateway; fwd=stale; fwd-status=503; detail=stale-if-error`, ... "stored" is said when
@@ -34,31 +35,29 @@ Compression runs after (inside) the cache, so entries hold the encoded body and 
 on Accept-Encoding: a hit is never compressed again.
 
 Known gaps: HEAD misses are forwarded and not stored; 206 / Range are not cached;
-no purge API; the stored copy is one bytes object per entry (bounded by
-max_entry_bytes and the store's max_bytes).
+the stored copy is one bytes object per entry (bounded by max_entry_bytes and, in
+memory, the store's max_bytes); Accept-Encoding variants are keyed on the raw header
+value, so two spellings of the same preference are two entries.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from multidict import CIMultiDict, istr
 
-from gateway.body import MemoryResponse
+from gateway.cache.admission import TeeStream, judge, merge_304
+from gateway.cache.answer import answer
+from gateway.cache.entry import Entry, secondary_key
 from gateway.cache.policy import (
     CacheControl,
     freshness_lifetime,
-    http_date,
-    not_storable,
     parse_cache_control,
     upstream_age,
-    vary_names,
-    weak_match,
 )
-from gateway.cache.store import Entry, MemoryStore
+from gateway.cache.store import CacheStore
 from gateway.config.cache_model import Cache
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Reply
@@ -72,92 +71,27 @@ __all__ = ["COLLAPSE_WAIT_S", "CacheFilter", "TeeStream"]
 log = logging.getLogger(__name__)
 
 COLLAPSE_WAIT_S = 30.0
-CHUNK_BYTES = 64 * 1024
 
-AGE = istr("Age")
 CACHE_CONTROL = istr("Cache-Control")
 CACHE_STATUS = istr("Cache-Status")
 AUTHORIZATION = istr("Authorization")
-EXPIRES = istr("Expires")
 RANGE = istr("Range")
 IF_NONE_MATCH = istr("If-None-Match")
 IF_MODIFIED_SINCE = istr("If-Modified-Since")
-# Not kept in an entry: framing (re-made per response) and what we compute per hit.
-_UNSTORED = frozenset({"content-length", "transfer-encoding", "age", "cache-status"})
-# RFC 9110 15.4.5: what a 304 carries of the 200 it stands for.
-_NOT_MODIFIED_KEEP = frozenset(
-    {"cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified"}
+NO_DIRECTIVES = CacheControl()  # a request without Cache-Control (read only)
+
+# Plain ints, exported by gateway/observability/features.py. bypass: method or Range;
+# served_bytes: body bytes answered from entries.
+COUNTERS = (
+    "hit",
+    "miss",
+    "stored",
+    "revalidated",
+    "stale_if_error",
+    "stale_while_revalidate",
+    "bypass",
+    "served_bytes",
 )
-
-COUNTERS = ("hit", "miss", "stored", "revalidated", "stale_if_error", "stale_while_revalidate")
-
-
-class TeeStream:
-    """An upstream body passed through chunk by chunk, a copy kept up to `limit` bytes;
-    `on_end(body)` runs once: with the whole body at its end, None if it never gets
-    there (released early, aborted, failed) or outgrew the limit."""
-
-    __slots__ = ("_on_end", "_parts", "_size", "_up", "content_length", "limit", "reason", "status")
-
-    def __init__(
-        self, up: UpstreamResponse, limit: int, on_end: Callable[[bytes | None], None]
-    ) -> None:
-        self.status = up.status
-        self.reason = up.reason
-        self.content_length = up.content_length
-        self.limit = limit
-        self._up = up
-        self._parts: list[bytes] | None = []
-        self._size = 0
-        self._on_end: Callable[[bytes | None], None] | None = on_end
-
-    async def read(self) -> bytes:
-        try:
-            chunk = await self._up.read()
-        except BaseException:
-            self._end(None)
-            raise
-        if not chunk:
-            parts = self._parts
-            self._end(b"".join(parts) if parts is not None else None)
-        elif self._parts is not None:
-            self._size += len(chunk)
-            if self._size > self.limit:
-                self._parts = None  # too big to store: pass the rest through
-            else:
-                self._parts.append(chunk)
-        return chunk
-
-    async def read_all(self) -> bytes:
-        chunks = []
-        while chunk := await self.read():
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def release(self) -> None:
-        self._up.release()
-        self._end(None)
-
-    def abort(self) -> None:
-        self._up.abort()
-        self._end(None)
-
-    def _end(self, body: bytes | None) -> None:
-        on_end, self._on_end = self._on_end, None
-        self._parts = None
-        if on_end is not None:
-            on_end(body)
-
-    def __repr__(self) -> str:
-        state = "open" if self._on_end is not None else "done"
-        return f"<TeeStream {self.status} {state} {self._size} B up={self._up!r}>"
-
-
-def _merge_304(stored: list[tuple[str, str]], fresh: CIMultiDict[str]) -> list[tuple[str, str]]:
-    """RFC 9111 3.2: the 304's fields replace the stored ones of the same name."""
-    new = [(k, v) for k, v in fresh.items() if k.lower() not in _UNSTORED]
-    names = {k.lower() for k, _ in new}
-    return [(k, v) for k, v in stored if k.lower() not in names] + new
 
 
 class CacheFilter:
@@ -170,29 +104,34 @@ class CacheFilter:
         "_key_headers",
         "_limit",
         "_query",
+        "_refresh_keys",
         "_store",
+        "_strip_tags",
+        "_tags_header",
         "counts",
         "refreshing",
         "route",
     )
 
-    def __init__(self, cfg: Cache, store: MemoryStore, *, route: str) -> None:
+    def __init__(self, cfg: Cache, store: CacheStore, *, route: str) -> None:
         self.route = route
         self._store = store
         self._limit = cfg.max_entry_bytes
         self._default_ttl = cfg.default_ttl
         self._key_headers = tuple(istr(h) for h in cfg.key.headers)
+        self._tags_header = istr(cfg.tags_header) if cfg.tags_header else None
+        self._strip_tags = cfg.strip_tags_header
         q = cfg.key.query
         self._query: dict[str, int] | None = (
             None if q == "all" else {} if q == "none" else {n: i for i, n in enumerate(q)}
         )
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self.refreshing: set[asyncio.Task[None]] = set()  # background revalidations
+        self._refresh_keys: set[str] = set()  # their primary keys
         self.counts = dict.fromkeys(COUNTERS, 0)
 
-    # -- keys ------------------------------------------------------------------
-
     def primary_key(self, ex: Exchange) -> str:
+        """`host/path?query` (the purge key), then route, scheme, key headers."""
         query = ex.query
         if self._query is not None and query:
             order = self._query
@@ -201,56 +140,70 @@ class CacheFilter:
             query = "&".join(parts)
         elif self._query is not None:
             query = ""
+        url = f"{ex.host}{ex.path}?{query}" if query else ex.host + ex.path
+        if not self._key_headers:
+            return f"{url}\x00{self.route}\x00{ex.scheme}\x00"
         h = ex.headers
         hv = "\x00".join(",".join(h.getall(n, ())) for n in self._key_headers)
-        return f"{self.route}\x00{ex.scheme}\x00{ex.host}\x00{ex.path}\x00{query}\x00{hv}"
-
-    @staticmethod
-    def _secondary(primary: str, vary: tuple[str, ...], h: CIMultiDict[str]) -> str:
-        return primary + "\x01" + "\x00".join(",".join(h.getall(n, ())) for n in vary)
-
-    def _lookup(self, primary: str, ex: Exchange) -> Entry | None:
-        vary = self._store.vary(primary)
-        if vary is None:
-            return None
-        return self._store.get(self._secondary(primary, vary, ex.headers))
+        return f"{url}\x00{self.route}\x00{ex.scheme}\x00{hv}"
 
     # -- the request -----------------------------------------------------------
 
     async def __call__(self, ex: Exchange, next: Next) -> Reply:
-        if ex.method not in ("GET", "HEAD") or RANGE in ex.headers:
+        method = ex.method
+        h = ex.headers
+        if (method != "GET" and method != "HEAD") or RANGE in h:
+            self.counts["bypass"] += 1
             reply = await next(ex)
-            fwd = "method" if ex.method not in ("GET", "HEAD") else "request"
+            fwd = "method" if method not in ("GET", "HEAD") else "request"
             reply.headers[CACHE_STATUS] = f"gateway; fwd={fwd}"
+            if self._tags_header is not None and self._strip_tags:
+                reply.headers.popall(self._tags_header, None)
             return reply
-        req_cc = parse_cache_control(ex.headers.getall(CACHE_CONTROL, ()))
+        req_cc = (
+            parse_cache_control(h.getall(CACHE_CONTROL)) if CACHE_CONTROL in h else NO_DIRECTIVES
+        )
         primary = self.primary_key(ex)
         store = self._store
         entry: Entry | None = None
         for attempt in (0, 1):
-            now = store.clock()
-            entry = self._lookup(primary, ex)
+            if store.immediate:
+                entry = store.lookup_now(primary, h)
+            else:
+                waiter = self._inflight.get(primary)
+                if not attempt and waiter is not None and primary not in self._refresh_keys:
+                    # A shared store: let this process's leader store it, then read once
+                    # (not a stale-while-revalidate refresh: the stale entry is served).
+                    await asyncio.wait({waiter}, timeout=COLLAPSE_WAIT_S)
+                entry = await store.lookup(primary, h)
             if entry is not None and not req_cc.no_cache:
+                now = store.clock()
                 ttl = entry.ttl(now)
                 cc = entry.cc
-                if ttl > 0 and not cc.no_cache and self._acceptable(req_cc, entry, now):
-                    self.counts["hit"] += 1
-                    return self._answer(ex, entry, now, f"hit; ttl={int(ttl)}")
+                if (
+                    ttl > 0
+                    and not cc.no_cache
+                    and (req_cc is NO_DIRECTIVES or self._acceptable(req_cc, entry, now))
+                ):
+                    counts = self.counts
+                    counts["hit"] += 1
+                    counts["served_bytes"] += len(entry.body)
+                    return answer(ex, entry, now, f"hit; ttl={int(ttl)}")
                 swr = cc.stale_while_revalidate
                 if ttl <= 0 and swr is not None and -ttl <= swr and not cc.must_revalidate:
                     self.counts["stale_while_revalidate"] += 1
                     self._refresh(ex, primary, entry, next)
-                    return self._answer(
+                    return answer(
                         ex, entry, now, f"hit; ttl={int(ttl)}; detail=stale-while-revalidate"
                     )
             waiter = self._inflight.get(primary)
-            if attempt or waiter is None or ex.method != "GET" or req_cc.no_store:
+            if attempt or waiter is None or method != "GET" or req_cc.no_store:
                 break
             await asyncio.wait({waiter}, timeout=COLLAPSE_WAIT_S)  # then look up again
         if entry is not None:
             return await self._revalidate(ex, next, primary, entry, req_cc)
         self.counts["miss"] += 1
-        fwd = "miss" if store.vary(primary) is None else "vary-miss"
+        fwd = "vary-miss" if store.known(primary) else "miss"
         fut = self._lead(ex, primary)
         try:
             reply = await next(ex)
@@ -296,50 +249,52 @@ class CacheFilter:
         """Tee a storable reply into the store; say what happened in Cache-Status."""
         status = reply.status
         h = reply.headers
-        headers = [(k, v) for k, v in h.items() if k.lower() not in _UNSTORED]
-        cc = parse_cache_control(h.getall(CACHE_CONTROL, ()))
-        explicit = cc.s_maxage is not None or cc.max_age is not None or EXPIRES in h
-        why = not_storable(ex.method, status, AUTHORIZATION in ex.headers, headers, cc, explicit)
-        lifetime = freshness_lifetime(status, headers, cc, self._default_ttl)
-        if why is None and req_cc.no_store:
-            why = "request-no-store"  # 5.2.1.5
-        if (
-            why is None
-            and lifetime <= 0
-            and not any(k.lower() in ("etag", "last-modified") for k, _ in headers)
-        ):
-            why = "stale"  # neither fresh nor revalidatable: nothing to gain
         up = reply.stream
-        length = up.content_length if up is not None else len(reply.body)
-        if why is None and length is not None and length > self._limit:
-            why = "too-big"
+        verdict = judge(
+            method=ex.method,
+            status=status,
+            h=h,
+            length=up.content_length if up is not None else len(reply.body),
+            authorized=AUTHORIZATION in ex.headers,
+            request_no_store=req_cc.no_store,
+            default_ttl=self._default_ttl,
+            limit=self._limit,
+            tags_header=self._tags_header,
+            strip_tags=self._strip_tags,
+        )
         state = f"gateway; fwd={fwd}; fwd-status={status}"
-        if why is not None:
+        if isinstance(verdict, str):
             self._done(primary, fut)
-            h[CACHE_STATUS] = f"{state}; detail={why}"
+            h[CACHE_STATUS] = f"{state}; detail={verdict}"
             return reply
         store = self._store
         received = store.clock()
-        key = self._secondary(primary, vary_names(headers), ex.headers)
-        vary = vary_names(headers)
+        key = secondary_key(primary, verdict.vary, ex.headers)
+
+        def stored(ok: bool) -> None:
+            if ok:
+                self.counts["stored"] += 1
+            self._done(primary, fut)
 
         def on_end(body: bytes | None) -> None:
-            if body is not None:
-                entry = Entry(
-                    primary=primary,
-                    key=key,
-                    status=status,
-                    reason=up.reason if up is not None else "",
-                    headers=headers,
-                    body=body,
-                    cc=cc,
-                    lifetime=lifetime,
-                    stored_at=received,
-                    age0=upstream_age(headers),
-                )
-                if store.put(entry, vary):
-                    self.counts["stored"] += 1
-            self._done(primary, fut)
+            if body is None:
+                self._done(primary, fut)
+                return
+            entry = Entry(
+                primary=primary,
+                key=key,
+                status=status,
+                reason=up.reason if up is not None else "",
+                headers=verdict.headers,
+                body=body,
+                cc=verdict.cc,
+                lifetime=verdict.lifetime,
+                stored_at=received,
+                age0=upstream_age(verdict.headers),
+                tags=verdict.tags,
+                vary=verdict.vary,
+            )
+            store.put(entry, stored)
 
         h[CACHE_STATUS] = f"{state}; stored"
         if up is None:
@@ -379,14 +334,17 @@ class CacheFilter:
             if reply.stream is not None:
                 reply.stream.release()
             now = self._store.clock()
-            headers = _merge_304(entry.headers, reply.headers)
+            fresh = reply.headers
+            if self._tags_header is not None:
+                fresh.popall(self._tags_header, None)  # tags are set when the body is stored
+            headers = merge_304(entry.headers, fresh)
             cc = parse_cache_control(v for k, v in headers if k.lower() == "cache-control")
             lifetime = freshness_lifetime(entry.status, headers, cc, self._default_ttl)
             entry.set_headers(headers, cc, lifetime, now, upstream_age(headers))
-            self._store.resized(entry)
+            self._store.refreshed(entry)
             self._done(primary, fut)
             self.counts["revalidated"] += 1
-            return self._answer(ex, entry, now, "fwd=stale; fwd-status=304")
+            return answer(ex, entry, now, "fwd=stale; fwd-status=304")
         if reply.status >= 500 and self._stale_on_error(entry):
             if reply.stream is not None:
                 reply.stream.release()
@@ -403,9 +361,7 @@ class CacheFilter:
     def _stale_if_error(self, ex: Exchange, entry: Entry, status: int) -> Reply:
         self.counts["stale_if_error"] += 1
         now = self._store.clock()
-        return self._answer(
-            ex, entry, now, f"fwd=stale; fwd-status={status}; detail=stale-if-error"
-        )
+        return answer(ex, entry, now, f"fwd=stale; fwd-status={status}; detail=stale-if-error")
 
     @staticmethod
     def _restore(h: CIMultiDict[str], saved: list[tuple[str, str]]) -> None:
@@ -440,6 +396,7 @@ class CacheFilter:
             listener=ex.listener,
         )
         self._lead(bg, primary)  # claimed now, so a burst of stale hits starts one refresh
+        self._refresh_keys.add(primary)
         task = asyncio.ensure_future(self._background(bg, next, primary, entry))
         self.refreshing.add(task)
         task.add_done_callback(self.refreshing.discard)
@@ -456,43 +413,12 @@ class CacheFilter:
         except Exception:
             log.warning("cache refresh of %s failed (route %s)", ex.target, self.route)
         finally:
+            self._refresh_keys.discard(primary)
             if claimed is not None and not claimed.done():
                 claimed.set_result(None)
-
-    # -- answers -----------------------------------------------------------------
-
-    def _answer(self, ex: Exchange, entry: Entry, now: float, status_text: str) -> Reply:
-        """The stored response, or a 304 when the client's conditional says it has it."""
-        h: CIMultiDict[str] = CIMultiDict(entry.headers)
-        h[AGE] = str(int(entry.age(now)))
-        h[CACHE_STATUS] = f"gateway; {status_text}"
-        if 200 <= entry.status < 300 and self._not_modified(ex.headers, entry):
-            keep: CIMultiDict[str] = CIMultiDict(
-                (k, v) for k, v in h.items() if k.lower() in _NOT_MODIFIED_KEEP
-            )
-            keep[AGE] = h[AGE]
-            keep[CACHE_STATUS] = h[CACHE_STATUS]
-            return Reply(304, keep)
-        return Reply(
-            entry.status,
-            h,
-            stream=cast(
-                "UpstreamResponse",
-                MemoryResponse(entry.status, entry.reason, entry.body, CHUNK_BYTES),
-            ),
-        )
-
-    @staticmethod
-    def _not_modified(h: CIMultiDict[str], entry: Entry) -> bool:
-        inm = h.get(IF_NONE_MATCH)
-        if inm is not None:  # RFC 9110 13.2.2: If-None-Match wins over If-Modified-Since
-            return entry.etag is not None and weak_match(entry.etag, inm)
-        ims = http_date(h.get(IF_MODIFIED_SINCE))
-        modified = http_date(entry.last_modified)
-        return ims is not None and modified is not None and modified <= ims
 
     def __repr__(self) -> str:
         return (
             f"<CacheFilter route={self.route} max_entry={self._limit} "
-            f"inflight={len(self._inflight)} counts={self.counts}>"
+            f"inflight={len(self._inflight)} counts={self.counts} store={self._store!r}>"
         )

@@ -35,7 +35,10 @@ event loop is bounded (longest measured at the default levels: zstd 0.4 ms, gzip
 1.2 ms, br 3.5 ms when it emits a meta-block; bench/compression_cost.py),
 and the stream yields to the loop after every call that produced no output.
 
-Shape. Reply.stream is typed as UpstreamResponse; the two body classes here offer the
+Modules: this one is the filter; compression_rules.py negotiation, media ranges, Vary
+and no-transform; compression_codecs.py the codecs and CompressedStream.
+
+Shape. Reply.stream is typed as UpstreamResponse; the two body classes used offer the
 surface server.py's `_send_stream` uses (status, reason, content_length, read,
 read_all, release, abort) and are cast to it, so server.py needs no branch for them.
 
@@ -46,18 +49,21 @@ per-encoding counters are plain ints on the filter, for the metrics issue to exp
 
 from __future__ import annotations
 
-import asyncio
-import re
-import zlib
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
-import brotli
-import zstandard
-from multidict import CIMultiDict, istr
+from multidict import istr
 
 from gateway.body import MemoryResponse
 from gateway.config.compression_model import Compression
 from gateway.exchange import Exchange, Reply
+from gateway.filters.compression_codecs import (
+    SLICE_BYTES,
+    CompressedStream,
+    Compressor,
+    EncodingCounts,
+    _Codec,
+)
+from gateway.filters.compression_rules import _MediaTypes, has_no_transform, merge_vary, negotiate
 from gateway.pipeline import Next
 
 if TYPE_CHECKING:
@@ -68,31 +74,26 @@ __all__ = [
     "WHOLE_BODY_BYTES",
     "CompressedStream",
     "CompressionFilter",
+    "Compressor",
     "EncodingCounts",
+    "_Codec",
+    "merge_vary",
     "negotiate",
 ]
 
 # Bodies of a known length up to this are compressed in one call (as server.py reads
 # bodies up to its SMALL_BODY_BYTES whole); larger ones stream.
 WHOLE_BODY_BYTES = 64 * 1024
-# At most this much input per compress call on the event loop.
-SLICE_BYTES = 64 * 1024
 _MEMO_ENTRIES = 256
 
 CONTENT_ENCODING = istr("Content-Encoding")
 CONTENT_TYPE = istr("Content-Type")
-CACHE_CONTROL = istr("Cache-Control")
-VARY = istr("Vary")
 ETAG = istr("ETag")
 ACCEPT_ENCODING = istr("Accept-Encoding")
 ACCEPT_RANGES = istr("Accept-Ranges")
 CONTENT_RANGE = istr("Content-Range")
 RANGE = istr("Range")
 _DIGESTS = (istr("Content-Digest"), istr("Repr-Digest"))
-
-# RFC 9110 12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
-_QVALUE = re.compile(r"0(?:\.\d{0,3})?|1(?:\.0{0,3})?")
-_NEVER = frozenset({"text/event-stream"})  # needs each event flushed, see the note
 
 SKIP_REASONS = (
     "no_content",  # 1xx, 204, 304
@@ -105,245 +106,6 @@ SKIP_REASONS = (
     "small",  # known length under min_size (or empty)
     "not_accepted",  # no offered coding acceptable to the client
 )
-
-
-class Compressor(Protocol):
-    def compress(self, data: bytes) -> bytes: ...
-
-    def flush(self) -> bytes: ...
-
-
-class _Brotli:
-    """brotli.Compressor under the compress/flush names."""
-
-    __slots__ = ("_c",)
-
-    def __init__(self, quality: int) -> None:
-        # lgwin 19 (a 512 KiB window, ngx_brotli's default) rather than brotli's 22:
-        # at 22 a stream holds ~11 MiB and emits nothing until ~8 MiB of input; at 19
-        # it holds ~4.5 MiB and emits every ~1 MiB, for a ratio within 1-2% on JSON.
-        self._c = brotli.Compressor(quality=quality, lgwin=19)
-
-    def compress(self, data: bytes) -> bytes:
-        return cast(bytes, self._c.process(data))
-
-    def flush(self) -> bytes:
-        return cast(bytes, self._c.finish())
-
-
-class _Codec:
-    """One coding at one level: a streaming compressor per response, or one call."""
-
-    __slots__ = ("_zstd", "level", "name")
-
-    def __init__(self, name: str, level: int) -> None:
-        self.name = name
-        self.level = level
-        # Whole-body zstd calls run without an await in between, so one compressor
-        # (its context) can serve them all; each stream gets its own.
-        self._zstd = zstandard.ZstdCompressor(level=level) if name == "zstd" else None
-
-    def stream(self, size: int | None) -> Compressor:
-        if self.name == "gzip":
-            return zlib.compressobj(self.level, zlib.DEFLATED, 31)  # 16+15: gzip wrapper
-        if self.name == "br":
-            return _Brotli(self.level)
-        # size (when known) goes in the frame header and lets zstd size its window.
-        cobj = zstandard.ZstdCompressor(level=self.level).compressobj(
-            size=size if size is not None else -1
-        )
-        return cast(Compressor, cobj)
-
-    def whole(self, data: bytes) -> bytes:
-        if self._zstd is not None:
-            return self._zstd.compress(data)
-        if self.name == "br":
-            return cast(bytes, brotli.compress(data, quality=self.level))
-        c = zlib.compressobj(self.level, zlib.DEFLATED, 31)
-        return c.compress(data) + c.flush()
-
-    def __repr__(self) -> str:
-        return f"{self.name}:{self.level}"
-
-
-class EncodingCounts:
-    """Responses compressed with one coding and their bytes before and after."""
-
-    __slots__ = ("bytes_in", "bytes_out", "responses")
-
-    def __init__(self) -> None:
-        self.responses = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-    def __repr__(self) -> str:
-        return f"<EncodingCounts {self.responses} responses {self.bytes_in}->{self.bytes_out} B>"
-
-
-def negotiate(accept: str | None, offered: tuple[str, ...]) -> str | None:
-    """The coding to use for `accept` (an Accept-Encoding value), or None for identity.
-
-    `offered` is the server's preference order; see the module note for the rules.
-    """
-    if accept is None:
-        return None
-    qs: dict[str, float] = {}
-    star: float | None = None
-    for element in accept.split(","):
-        coding, _, params = element.partition(";")
-        coding = coding.strip().lower()
-        if not coding:
-            continue
-        q = 1.0
-        if params:
-            for param in params.split(";"):
-                key, _, value = param.partition("=")
-                if key.strip().lower() == "q":
-                    value = value.strip()
-                    q = float(value) if _QVALUE.fullmatch(value) else -1.0
-        if q < 0:
-            continue  # a malformed weight: the element is ignored
-        if coding == "x-gzip":  # RFC 9110 8.4.1.3
-            coding = "gzip"
-        if coding == "*":
-            star = q if star is None else max(star, q)
-        else:
-            qs[coding] = max(q, qs.get(coding, q))
-    best: str | None = None
-    best_q = 0.0
-    default = star if star is not None else 0.0
-    for name in offered:  # strictly greater: the earlier (preferred) coding keeps a tie
-        q = qs.get(name, default)
-        if q > best_q:
-            best, best_q = name, q
-    identity = qs.get("identity")
-    if best is None or (identity is not None and identity > best_q):
-        return None
-    return best
-
-
-class _MediaTypes:
-    """The compiled media ranges: exact types, `type/*`, `type/*+suffix`."""
-
-    __slots__ = ("exact", "suffixes", "types")
-
-    def __init__(self, ranges: list[str]) -> None:
-        exact, types, suffixes = set(), set(), []
-        for r in ranges:
-            major, _, minor = r.partition("/")
-            if minor == "*":
-                types.add(major)
-            elif minor.startswith("*+"):
-                suffixes.append((major, minor[1:]))
-            else:
-                exact.add(r)
-        self.exact = frozenset(exact)
-        self.types = frozenset(types)
-        self.suffixes = tuple(suffixes)
-
-    def __call__(self, content_type: str | None) -> bool:
-        if not content_type:
-            return False
-        media = content_type.partition(";")[0].strip().lower()
-        if media in self.exact:
-            return True
-        if media in _NEVER:
-            return False
-        major, _, minor = media.partition("/")
-        if major in self.types:
-            return True
-        return any(major == m and minor.endswith(s) for m, s in self.suffixes)
-
-
-def _has_no_transform(h: CIMultiDict[str]) -> bool:
-    for value in h.getall(CACHE_CONTROL, ()):
-        for directive in value.split(","):
-            if directive.partition("=")[0].strip().lower() == "no-transform":
-                return True
-    return False
-
-
-def merge_vary(h: CIMultiDict[str]) -> None:
-    """Add Accept-Encoding to Vary, as one field line, unless it (or `*`) is there."""
-    values = h.getall(VARY, ())
-    if not values:
-        h[VARY] = "Accept-Encoding"
-        return
-    tokens = [t.strip() for v in values for t in v.split(",") if t.strip()]
-    if any(t == "*" or t.lower() == "accept-encoding" for t in tokens):
-        return
-    h[VARY] = ", ".join([*tokens, "Accept-Encoding"])
-
-
-class CompressedStream:
-    """An upstream body compressed on the fly; `read()` gives compressed chunks, b"" at
-    the end. Length unknown (server.py sends it chunked)."""
-
-    __slots__ = (
-        "_comp",
-        "_counts",
-        "_pending",
-        "_up",
-        "coding",
-        "content_length",
-        "reason",
-        "status",
-    )
-
-    def __init__(
-        self, up: UpstreamResponse, coding: str, comp: Compressor, counts: EncodingCounts
-    ) -> None:
-        self.status = up.status
-        self.reason = up.reason
-        self.content_length: int | None = None
-        self.coding = coding
-        self._up = up
-        self._comp: Compressor | None = comp
-        self._counts = counts
-        self._pending = b""  # input beyond the current slice of a large upstream chunk
-
-    async def read(self) -> bytes:
-        while (comp := self._comp) is not None:
-            if self._pending:
-                piece, self._pending = self._pending[:SLICE_BYTES], self._pending[SLICE_BYTES:]
-            else:
-                chunk = await self._up.read()
-                if not chunk:
-                    self._comp = None
-                    out = comp.flush()
-                    self._counts.bytes_out += len(out)
-                    return out
-                self._counts.bytes_in += len(chunk)
-                if len(chunk) > SLICE_BYTES:
-                    piece, self._pending = chunk[:SLICE_BYTES], chunk[SLICE_BYTES:]
-                else:
-                    piece = chunk
-            out = comp.compress(piece)
-            if out:
-                self._counts.bytes_out += len(out)
-                return out
-            # Compressors buffer: b"" is not the end, read on; but let the loop run
-            # first, so one read() is one slice of CPU however much the upstream queued.
-            await asyncio.sleep(0)
-        return b""
-
-    async def read_all(self) -> bytes:
-        chunks = []
-        while chunk := await self.read():
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def release(self) -> None:
-        self._comp, self._pending = None, b""
-        self._up.release()
-
-    def abort(self) -> None:
-        self._comp, self._pending = None, b""
-        self._up.abort()
-
-    def __repr__(self) -> str:
-        state = "open" if self._comp is not None else "closed"
-        return f"<CompressedStream {self.coding} {self.status} {state} up={self._up!r}>"
 
 
 class CompressionFilter:
@@ -437,7 +199,7 @@ class CompressionFilter:
             return "encoded"
         if not self._types(h.get(CONTENT_TYPE)):
             return "content_type"
-        if _has_no_transform(h):
+        if has_no_transform(h):
             return "no_transform"
         if _DIGESTS[0] in h or _DIGESTS[1] in h:
             return "digest"
@@ -446,7 +208,7 @@ class CompressionFilter:
             return "head"
         if status == 206 or RANGE in ex.headers or CONTENT_RANGE in h:
             return "range"
-        if _has_no_transform(ex.headers):
+        if has_no_transform(ex.headers):
             return "no_transform"
         length = reply.stream.content_length if reply.stream is not None else len(reply.body)
         if length is not None and length < self._min_size:

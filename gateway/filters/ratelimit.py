@@ -20,9 +20,15 @@ Tokens: a request limited by one policy still spends the tokens of the policies 
 admitted it (as Envoy's descriptors do); the error is on the protective side.
 
 Keys are `<route>:<policy>:<part>|<part>`: `client_ip` is the resolved client
-(trusted proxies applied), `route` the route name, header and cookie values are
+(trusted proxies applied), `route` the route name, `principal` the caller the route's
+auth filter identified (API key name or JWT subject; absent: a missing part), header
+and cookie values are
 hashed (BLAKE2b, 96 bits) so API keys and session ids never sit in Redis in clear. A
 missing or empty header/cookie takes the policy's fallback value (`=<fallback>`).
+
+Tiers: a policy with `tiers` takes its Limit (and RateLimit-Policy item) from
+`ex.principal_tier` when that tier is listed, else its own; both are compiled at load,
+so the choice is one dict lookup, and only for policies that have tiers.
 
 Header fields per draft-ietf-httpapi-ratelimit-headers-11 (May 2026; the field syntax
 is unchanged since -08), as RFC 8941 lists of strings with parameters:
@@ -80,6 +86,8 @@ def _getter(part: KeyPart, route: str) -> Getter:
         return lambda ex: ex.client_ip
     if part.source == "route":
         return lambda ex: route
+    if part.source == "principal":
+        return lambda ex: ex.principal
     name = part.name
     assert name is not None
     if part.source == "header":
@@ -119,6 +127,7 @@ class _Policy:
         "prefix",
         "shadow",
         "shared",
+        "tiers",
     )
 
     def __init__(self, cfg: RateLimitPolicy, route: str, shared: bool, counters: PolicyCounters):
@@ -137,6 +146,21 @@ class _Policy:
         self.prefix = f"{route}:{cfg.name}:"
         window = max(1, math.ceil(self.limit.fill_s - 1e-9))
         self.item = f'"{cfg.name}";q={cfg.burst_tokens};w={window}'
+        # tier -> (Limit, RateLimit-Policy item); None without tiers (the common case).
+        tiers: dict[str, tuple[Limit, str]] = {}
+        for tier, (rate, burst) in cfg.tier_limits().items():
+            lim = Limit(rate, burst)
+            w = max(1, math.ceil(lim.fill_s - 1e-9))
+            tiers[tier] = (lim, f'"{cfg.name}";q={burst};w={w}')
+        self.tiers = tiers or None
+
+    def limit_for(self, ex: Exchange) -> tuple[Limit, str]:
+        """This policy's Limit and RateLimit-Policy item for the caller's tier."""
+        if self.tiers is not None and ex.principal_tier is not None:
+            hit = self.tiers.get(ex.principal_tier)
+            if hit is not None:
+                return hit
+        return self.limit, self.item
 
     def key(self, ex: Exchange) -> str | None:
         """The bucket key for `ex`, or None when a part is missing and there's no fallback."""
@@ -196,20 +220,22 @@ class RateLimitFilter:
             key = p.key(ex)
             if key is not None:
                 cost = p.costs.get(ex.method, p.default_cost)
+                limit, item = (p.limit, p.item) if p.tiers is None else p.limit_for(ex)
                 if p.shared:
-                    check = (Check(key, p.limit, cost),)
+                    check = (Check(key, limit, cost),)
                     d = (await self.stores.take_shared(check, self.single_fail_open))[0]
                 else:
-                    d = self.stores.memory.take(key, p.limit, cost)
+                    d = self.stores.memory.take(key, limit, cost)
                 if d is None or not d.allowed:
                     refusal = self._verdict(ex, [key], [d])
                     assert refusal is not None
                     return refusal
                 p.counters.allowed += 1
+                ex.state["ratelimit"] = "allowed"  # the access log's rate_limit field
                 reply = await next(ex)
                 if p.headers:
                     headers = reply.headers
-                    headers["RateLimit-Policy"] = p.item
+                    headers["RateLimit-Policy"] = item
                     headers["RateLimit"] = f'"{p.name}";r={d.remaining};t={math.ceil(d.reset_s)}'
                 return reply
         policies = self.policies
@@ -218,6 +244,7 @@ class RateLimitFilter:
             key = p.key(ex)
             if key is None and not p.shadow:
                 p.counters.limited += 1
+                ex.state["ratelimit"] = "limited"
                 return Reply.error(
                     400,
                     "rate_limit_key_missing",
@@ -225,12 +252,12 @@ class RateLimitFilter:
                     ex.request_id,
                 )
             keys.append(key)
-        decisions = await self._decide(ex.method, keys)
+        decisions = await self._decide(ex, keys)
         refusal = self._verdict(ex, keys, decisions)
         if refusal is not None:
             return refusal
         reply = await next(ex)
-        self._add_headers(reply, decisions)
+        self._add_headers(ex, reply, decisions)
         return reply
 
     def _verdict(
@@ -240,10 +267,12 @@ class RateLimitFilter:
         retry_after = 0
         limited: list[str] = []
         unavailable = False
+        shadowed = False
         for p, key, d in zip(self.policies, keys, decisions, strict=True):
             c = p.counters
             if key is None:  # shadow policy, key missing: would have been a 400
                 c.shadow_limited += 1
+                shadowed = True
             elif d is None:
                 if not p.shadow:
                     c.unavailable += 1
@@ -252,11 +281,20 @@ class RateLimitFilter:
                 c.allowed += 1
             elif p.shadow:
                 c.shadow_limited += 1
+                shadowed = True
             else:
                 c.limited += 1
                 limited.append(p.name)
                 retry_after = max(retry_after, _seconds(d.retry_after_s, p.limit))
-
+        ex.state["ratelimit"] = (
+            "store_error"
+            if unavailable
+            else "limited"
+            if limited
+            else "shadow"
+            if shadowed
+            else "allowed"
+        )
         if unavailable:
             reply = Reply.error(
                 503, "rate_limit_unavailable", "the rate limit store is unavailable", ex.request_id
@@ -272,11 +310,12 @@ class RateLimitFilter:
                 ex.request_id,
             )
             reply.headers["Retry-After"] = str(retry_after)
-            self._add_headers(reply, decisions)
+            self._add_headers(ex, reply, decisions)
             return reply
         return None
 
-    async def _decide(self, method: str, keys: list[str | None]) -> list[Decision | None]:
+    async def _decide(self, ex: Exchange, keys: list[str | None]) -> list[Decision | None]:
+        method = ex.method
         out: list[Decision | None] = [None] * len(keys)
         shared: list[Check] = []
         shared_at: list[int] = []
@@ -286,12 +325,13 @@ class RateLimitFilter:
             if key is None:
                 continue
             cost = p.costs.get(method, p.default_cost)
+            limit = p.limit if p.tiers is None else p.limit_for(ex)[0]
             if p.shared:
-                shared.append(Check(key, p.limit, cost))
+                shared.append(Check(key, limit, cost))
                 shared_at.append(i)
                 fail_open.append(p.fail_open)
             else:
-                out[i] = memory.take(key, p.limit, cost)
+                out[i] = memory.take(key, limit, cost)
         if shared:
             for i, d in zip(
                 shared_at, await self.stores.take_shared(shared, fail_open), strict=True
@@ -299,15 +339,18 @@ class RateLimitFilter:
                 out[i] = d
         return out
 
-    def _add_headers(self, reply: Reply, decisions: list[Decision | None]) -> None:
+    def _add_headers(self, ex: Exchange, reply: Reply, decisions: list[Decision | None]) -> None:
         if self.policy_header is None:
             return
+        policy_header = self.policy_header
+        if any(p.tiers is not None for p in self.policies):
+            policy_header = ", ".join(p.limit_for(ex)[1] for p in self.policies if p.headers)
         items = []
         for p, d in zip(self.policies, decisions, strict=True):
             if p.headers and d is not None:
                 t = _seconds(d.retry_after_s, p.limit) if not d.allowed else math.ceil(d.reset_s)
                 items.append(f'"{p.name}";r={d.remaining};t={t}')
-        reply.headers["RateLimit-Policy"] = self.policy_header
+        reply.headers["RateLimit-Policy"] = policy_header
         if items:
             reply.headers["RateLimit"] = ", ".join(items)
 

@@ -12,12 +12,23 @@ The metric objects are created on first use (`metrics()`), after the multiproces
 switch, so importing this module decides nothing.
 
 Hot path: `Handler.handle` calls `REQUESTS.observe` once per request. The labelled
-children are resolved at config load (`REQUESTS.prepare`) and kept in a dict keyed
-by (route, method, status class); a request costs one dict lookup and a few additions
-to plain numbers, handed to prometheus-client once a second (`RequestMetrics`).
+children are resolved at config load (`REQUESTS.prepare_runtime`) or on first use and
+kept in a dict keyed by (route, method, status class, upstream, version, region); a
+request costs a few `dict.get`s on its state, one dict lookup and a few additions to
+plain numbers, handed to prometheus-client once a second (`RequestMetrics`, in
+batching.py with the flush; imported from here). The
+upstream latency (`UPSTREAM_LATENCY`, recorded by the proxy per try) is batched the
+same way. Features that count on their own objects (rate limits, screening, bans,
+health checks, cache, compression, rollouts, the access log) are read at each flush
+by gateway/observability/features.py (a `FLUSH_HOOKS` entry): no prometheus-client
+call is made per request.
 
-Labels are bounded: route names from the config, methods from a fixed set (anything
-else is "OTHER"), status classes "1xx".."5xx".
+Labels are bounded: route, upstream, version, region, policy and endpoint names come
+from the config, methods from a fixed set (anything else is "OTHER"), status classes
+"1xx".."5xx", screening categories and gate names from fixed sets in the code, the
+worker label is the worker's index (0..workers-1). Requests answered before an
+upstream was chosen (404, 429, 403, cache hits) have upstream="" (Prometheus: the
+label is absent); version="" off versioned services, region="" off regional upstreams.
 
 Gauge aggregation across workers (multiprocess_mode): in-flight requests are summed
 over live workers, the config hash is the max over live workers (1 loaded, 0 left
@@ -27,15 +38,13 @@ not picked up a rotated file yet keeps the earlier date showing).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import tempfile
-from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from gateway.upstream.breaker import State
+from gateway.upstream.breaker import TRANSITIONS, State
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -43,6 +52,11 @@ if TYPE_CHECKING:
     from gateway.runtime import Runtime
 
 STATES = tuple(State)
+# Every state change the breaker's table allows: their series exist (at 0) from the
+# start, so rate() and alert rules see the first transition.
+STATE_CHANGES = tuple(
+    sorted({(old.value, new.value) for (old, _), new in TRANSITIONS.items() if old is not new})
+)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -79,10 +93,11 @@ class Metrics:
         from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         reg = registry if registry is not None else REGISTRY
-        rmc = ("route", "method", "status_class")
+        rmc = ("route", "method", "status_class", "upstream", "version", "region")
         self.requests: Counter = Counter(
             "gateway_requests",
-            "Requests answered, by route, method and status class.",
+            "Requests answered, by route, method, status class and the upstream, version and "
+            "region that served them.",
             rmc,
             registry=reg,
         )
@@ -135,8 +150,236 @@ class Metrics:
             (*ep, "from_state", "to_state"),
             registry=reg,
         )
+        # Workers and upstream latency.
+        self.worker_requests: Counter = Counter(
+            "gateway_worker_requests",
+            "Requests answered by each worker process (label: the worker's index).",
+            ("worker",),
+            registry=reg,
+        )
+        self.worker_info: Gauge = Gauge(
+            "gateway_worker_info",
+            "1 per live worker process (the multiprocess merge adds its pid).",
+            ("worker",),
+            registry=reg,
+            multiprocess_mode="liveall",
+        )
+        self.upstream_duration: Histogram = Histogram(
+            "gateway_upstream_response_duration_seconds",
+            "Time from sending a request to an upstream endpoint to its response head, per try.",
+            ("upstream",),
+            buckets=DURATION_BUCKETS,
+            registry=reg,
+        )
+        # Rate limits (gateway/filters/ratelimit.py, gateway/store/stores.py).
+        self.ratelimit_decisions: Counter = Counter(
+            "gateway_ratelimit_decisions",
+            "Rate-limit decisions by route, policy and decision: allowed, limited (429, or "
+            "400 for a missing key), shadow (would have been limited) and store_error "
+            "(503: the shared store could not answer a fail-closed policy).",
+            ("route", "policy", "decision"),
+            registry=reg,
+        )
+        self.ratelimit_store_errors: Counter = Counter(
+            "gateway_ratelimit_store_errors",
+            "Rate-limit checks the shared (Redis) store could not answer (error, timeout, "
+            "its breaker open).",
+            registry=reg,
+        )
+        self.ratelimit_store_fallbacks: Counter = Counter(
+            "gateway_ratelimit_store_fallbacks",
+            "Rate-limit checks decided by the worker's memory store because Redis could not "
+            "(fail-open policies).",
+            registry=reg,
+        )
+        # Screening (gateway/filters/screening/).
+        self.screening_inspected: Counter = Counter(
+            "gateway_screening_inspected",
+            "Requests the screening filter scanned, by route.",
+            ("route",),
+            registry=reg,
+        )
+        self.screening_blocks: Counter = Counter(
+            "gateway_screening_blocks",
+            "Requests screening blocked (action=blocked, 403) or would have blocked "
+            "(action=shadow), by route and by each rule category that scored.",
+            ("route", "category", "action"),
+            registry=reg,
+        )
+        # Bans (gateway/filters/bans.py, gateway/store/bans.py).
+        self.bans_active: Gauge = Gauge(
+            "gateway_bans_active",
+            "Client addresses banned now (the largest live worker's view; with Redis every "
+            "worker holds the shared set).",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.bans_issued: Counter = Counter(
+            "gateway_bans_issued",
+            "Bans started (a client blocked too often within the window).",
+            registry=reg,
+        )
+        self.bans_refused: Counter = Counter(
+            "gateway_bans_refused",
+            "Requests refused as banned, deny-listed or user-agent denied (mode=enforce), or "
+            "that would have been (mode=shadow).",
+            ("mode",),
+            registry=reg,
+        )
+        # Health checks (gateway/upstream/health.py).
+        self.health_checks: Counter = Counter(
+            "gateway_upstream_health_checks",
+            "Active health checks by endpoint and result (passed, failed); every worker "
+            "checks its own endpoints.",
+            ("upstream", "endpoint", "result"),
+            registry=reg,
+        )
+        self.endpoint_healthy: Gauge = Gauge(
+            "gateway_upstream_endpoint_healthy",
+            "1 while the endpoint passes its health checks, 0 when they took it out (the "
+            "lowest live worker's view).",
+            ("upstream", "endpoint"),
+            registry=reg,
+            multiprocess_mode="livemin",
+        )
+        # Cache (gateway/filters/cache.py).
+        self.cache_requests: Counter = Counter(
+            "gateway_cache_requests",
+            "Cacheable-route requests by result: hit (fresh), stale (served stale: "
+            "stale-while-revalidate, stale-if-error), revalidated (304 from the upstream), "
+            "miss, bypass (method or Range not cached).",
+            ("route", "result"),
+            registry=reg,
+        )
+        self.cache_served_bytes: Counter = Counter(
+            "gateway_cache_served_bytes",
+            "Response body bytes answered from cache entries.",
+            ("route",),
+            registry=reg,
+        )
+        self.cache_store_bytes: Gauge = Gauge(
+            "gateway_cache_store_bytes",
+            "Bytes held by the workers' cache stores (summed over live workers).",
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        # Compression (gateway/filters/compression.py): ratio = output / input bytes.
+        self.compression_responses: Counter = Counter(
+            "gateway_compression_responses",
+            "Responses compressed, by route and content coding.",
+            ("route", "encoding"),
+            registry=reg,
+        )
+        self.compression_input_bytes: Counter = Counter(
+            "gateway_compression_input_bytes",
+            "Body bytes handed to the compressor, by route and coding.",
+            ("route", "encoding"),
+            registry=reg,
+        )
+        self.compression_output_bytes: Counter = Counter(
+            "gateway_compression_output_bytes",
+            "Compressed body bytes produced, by route and coding.",
+            ("route", "encoding"),
+            registry=reg,
+        )
+        # Rollouts (gateway/rollout/): gauges are the highest live worker's value.
+        self.rollout_step: Gauge = Gauge(
+            "gateway_rollout_step",
+            "The rollout's current step index (0-based).",
+            ("rollout",),
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_weight: Gauge = Gauge(
+            "gateway_rollout_canary_weight_ratio",
+            "The share of traffic the rolled-out version gets (0..1).",
+            ("rollout",),
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_state: Gauge = Gauge(
+            "gateway_rollout_state",
+            "1 for the state the rollout is in (pending, progressing, paused, promoted, "
+            "failed, aborted).",
+            ("rollout", "state"),
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_gate: Gauge = Gauge(
+            "gateway_rollout_gate_value",
+            "The last evaluation's gate inputs (canary/baseline requests, 5xx ratio, p99 "
+            "seconds) over the current step's window.",
+            ("rollout", "gate"),
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.rollout_outcomes: Counter = Counter(
+            "gateway_rollout_outcomes",
+            "Rollouts ended, by outcome: promoted, rolled_back (a gate failed), aborted.",
+            ("rollout", "outcome"),
+            registry=reg,
+        )
+        # Access log (gateway/observability/accesslog.py).
+        self.access_log_lines: Counter = Counter(
+            "gateway_access_log_lines",
+            "Access log lines written.",
+            registry=reg,
+        )
+        self.access_log_dropped: Counter = Counter(
+            "gateway_access_log_dropped",
+            "Access log lines dropped because the writer's queue was full.",
+            registry=reg,
+        )
         # Feature metrics are added below, one block per feature, each headed by a
         # comment naming the feature (keep blocks separate: several authors add here).
+        # Edge authentication (gateway/filters/auth/): refusals are rare, so the
+        # filter increments a child it resolved on the reason's first use.
+        self.auth_failures: Counter = Counter(
+            "gateway_auth_failures",
+            "Requests refused by a route's auth checks, by route and reason (key_missing, "
+            "key_invalid, token_missing, token_expired, bad_signature, unknown_kid, "
+            "signature_mismatch, jwks_unavailable, ...).",
+            ("route", "reason"),
+            registry=reg,
+        )
+        # Overload protection and deduplication (gateway/overload.py, filters/overload.py,
+        # upstream/adaptive.py, filters/dedup.py): counted in plain ints on the hot
+        # path, handed over by their FLUSH_HOOKS.
+        self.overload_shed: Counter = Counter(
+            "gateway_overload_shed",
+            "Requests shed (503) by the overload filter, by route, priority and reason "
+            "(lag, in_flight; *_shadow: counted in shadow mode, not shed).",
+            ("route", "priority", "reason"),
+            registry=reg,
+        )
+        self.event_loop_lag: Gauge = Gauge(
+            "gateway_event_loop_lag_seconds",
+            "Smoothed event-loop lag (rises at once, halves per quiet sample); the highest "
+            "of the live workers.",
+            registry=reg,
+            multiprocess_mode="livemax",
+        )
+        self.adaptive_limit: Gauge = Gauge(
+            "gateway_upstream_adaptive_concurrency_limit",
+            "Requests each upstream's adaptive concurrency limit admits in flight; summed "
+            "over live workers (each adapts its own).",
+            ("upstream",),
+            registry=reg,
+            multiprocess_mode="livesum",
+        )
+        self.adaptive_rejected: Counter = Counter(
+            "gateway_upstream_adaptive_concurrency_rejected",
+            "Requests refused (503) because the upstream was at its adaptive limit.",
+            ("upstream",),
+            registry=reg,
+        )
+        self.dedup: Counter = Counter(
+            "gateway_dedup",
+            "Deduplicated requests by route and outcome (stored, replayed, conflict, "
+            "mismatch, waited, passed, not_stored, unavailable, too_large).",
+            ("route", "outcome"),
+            registry=reg,
+        )
 
 
 _metrics: Metrics | None = None
@@ -208,168 +451,10 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
-class _Series:
-    """One (route, method, class) series: its prometheus children and what this
-    process observed since the last flush (plain Python numbers, cheap to add to)."""
-
-    __slots__ = ("buckets", "count", "counter", "histogram", "n", "total")
-
-    def __init__(self, counter: Counter, histogram: Histogram) -> None:
-        self.counter = counter
-        self.histogram = histogram
-        self.n = 0
-        self.total = 0.0
-        self.buckets = [0] * len(BOUNDS)
-
-    def flush(self) -> None:
-        if not self.n:
-            return
-        n, total, self.n, self.total = self.n, self.total, 0, 0.0
-        self.counter.inc(n)
-        # prometheus-client's Histogram keeps one (non-cumulative) value per bucket
-        # and the sum; adding to them is what `observe` does, observation by observation.
-        self.histogram._sum.inc(total)
-        values = self.histogram._buckets
-        buckets = self.buckets
-        for i, k in enumerate(buckets):
-            if k:
-                values[i].inc(k)
-                buckets[i] = 0
-
-
-BOUNDS = (*DURATION_BUCKETS, float("inf"))
-
-
-class RequestMetrics:
-    """Per-request observations, batched.
-
-    The hot path (`observe`, `active`) only adds to plain numbers on a series found
-    with one dict lookup; `flush` (each worker: every FLUSH_INTERVAL_S, and at stop)
-    hands them to prometheus-client. Measured on the small-GET bench, calling
-    prometheus-client per request cost ~20 us of CPU per request (most of it in its
-    per-call machinery: locks, pid checks, mmap writes), batching about 1-2 us. A
-    scrape therefore sees requests up to FLUSH_INTERVAL_S late.
-    """
-
-    __slots__ = ("_series", "active")
-
-    def __init__(self) -> None:
-        self._series: dict[tuple[str, str, str], _Series] = {}
-        self.active = 0  # requests in flight in this process
-
-    def prepare(self, routes: Iterable[tuple[str, Iterable[str] | None]]) -> None:
-        """At config load: resolve (route, method, class) children for each route.
-
-        `routes`: (name, the methods the route matches or None for any). Unrestricted
-        routes get the common methods ahead; the rest resolve on first use (bounded).
-        """
-        metrics()
-        for name, methods in (*routes, (NO_ROUTE, ("GET", "HEAD", "POST"))):
-            wanted = sorted({x if x in METHODS else OTHER_METHOD for x in methods or ()}) or (
-                "GET",
-                "HEAD",
-                "POST",
-                "PUT",
-                "DELETE",
-            )
-            for method in wanted:
-                for cls in ("2xx", "3xx", "4xx", "5xx"):
-                    self._resolve(name, method, cls)
-
-    def _resolve(self, route: str, method: str, cls: str) -> _Series:
-        if method not in METHODS:
-            method = OTHER_METHOD
-        key = (route, method, cls)
-        got = self._series.get(key)
-        if got is None:
-            m = metrics()
-            got = self._series[key] = _Series(
-                m.requests.labels(route, method, cls),
-                m.request_duration.labels(route, method, cls),
-            )
-        return got
-
-    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        cls = STATUS_CLASSES[status // 100] if 100 <= status < 600 else "5xx"
-        got = self._series.get((route, method, cls))
-        if got is None:
-            got = self._resolve(route, method, cls)
-        got.n += 1
-        got.total += seconds
-        got.buckets[bisect_left(BOUNDS, seconds)] += 1
-
-    def flush(self) -> None:
-        """Hand what was observed since the last flush to prometheus-client."""
-        m = metrics()
-        m.in_flight.set(self.active)
-        for series in self._series.values():
-            series.flush()
-
-
-FLUSH_INTERVAL_S = 1.0
-
-
-async def flush_periodically(
-    runtime: Callable[[], Runtime], interval_s: float = FLUSH_INTERVAL_S
-) -> None:
-    """A worker's task: flush request metrics and read the breakers' counters until
-    cancelled (then once more)."""
-    try:
-        while True:
-            await asyncio.sleep(interval_s)
-            flush_all(runtime())
-    finally:
-        flush_all(runtime())
-
-
 # Per-flush hooks of features that count on their own objects (plain numbers on the
 # hot path) and hand the counts to prometheus-client here: `FLUSH_HOOKS.append(fn)`
 # at import of the feature's module; each is called with the live Runtime.
 FLUSH_HOOKS: list[Callable[[Runtime], None]] = []
-
-
-def flush_all(runtime: Runtime) -> None:
-    REQUESTS.flush()
-    BREAKERS.observe(runtime)
-    for hook in FLUSH_HOOKS:
-        hook(runtime)
-
-
-class BreakerMetrics:
-    """Breaker states and transitions, read from the breakers at each flush (they
-    count transitions themselves; nothing is added to their hot path). Each worker
-    has its own breakers: transitions add up over workers, states show 1 where any
-    live worker's breaker is in that state."""
-
-    __slots__ = ("_seen",)
-
-    def __init__(self) -> None:
-        # (upstream, endpoint, from, to) -> (the breaker's id, its count last flushed)
-        self._seen: dict[tuple[str, str, str, str], tuple[int, int]] = {}
-
-    def observe(self, runtime: Runtime) -> None:
-        m = metrics()
-        for up in runtime.upstreams.values():
-            for member in up.members:
-                breaker = member.breaker
-                for state in STATES:
-                    m.breaker_state.labels(up.name, member.key, state.value).set(
-                        1 if breaker.state is state else 0
-                    )
-                for (old, new), count in list(breaker.transitions.items()):
-                    key = (up.name, member.key, old.value, new.value)
-                    ident, before = self._seen.get(key, (id(breaker), 0))
-                    if ident != id(breaker) or count < before:
-                        before = 0  # a new breaker (new settings): its own count
-                    if count > before:
-                        m.breaker_transitions.labels(*key).inc(count - before)
-                    self._seen[key] = (id(breaker), count)
-
-
-BREAKERS = BreakerMetrics()
-
-
-REQUESTS = RequestMetrics()
 
 
 def config_loaded(digest: str, previous: str | None) -> None:
@@ -387,3 +472,28 @@ def certificate_expiries(expiries: dict[str, float]) -> None:
     gauge = metrics().tls_expiry
     for path, not_after in expiries.items():
         gauge.labels(path).set(not_after)
+
+
+def worker_started(worker_id: int) -> None:
+    """This process serves as worker `worker_id` (the worker label of its counts)."""
+    REQUESTS.worker = str(worker_id)
+    m = metrics()
+    m.worker_info.labels(REQUESTS.worker).set(1)
+    for result in ("ok", "failed"):  # exported at 0 from the start (alert rules use them)
+        m.config_reloads.labels(result)
+
+
+# Per-request batching and the flush (gateway/observability/batching.py) use the
+# definitions above; import them from here (this module loads that one).
+from gateway.observability import batching as _batching  # noqa: E402
+
+BOUNDS = _batching.BOUNDS
+BREAKERS = _batching.BREAKERS
+FLUSH_INTERVAL_S = _batching.FLUSH_INTERVAL_S
+REQUESTS = _batching.REQUESTS
+UPSTREAM_LATENCY = _batching.UPSTREAM_LATENCY
+BreakerMetrics = _batching.BreakerMetrics
+RequestMetrics = _batching.RequestMetrics
+UpstreamLatency = _batching.UpstreamLatency
+flush_all = _batching.flush_all
+flush_periodically = _batching.flush_periodically

@@ -55,6 +55,9 @@ __all__ = ["Rollout", "RolloutStateError", "Rollouts"]
 
 log = logging.getLogger("gateway.rollout")
 Clock = Callable[[], float]
+# Terminal states -> the outcome counted (gateway_rollout_outcomes_total) by the
+# instance that decided it (not by those adopting it from the shared store).
+OUTCOMES = {State.PROMOTED: "promoted", State.FAILED: "rolled_back", State.ABORTED: "aborted"}
 
 
 class Rollout:
@@ -69,6 +72,7 @@ class Rollout:
         self.evaluations = 0
         self.not_judged = 0
         self.store_errors = 0
+        self.outcomes: Counter[str] = Counter()  # see OUTCOMES
         self.last_verdict: Verdict | None = None
         self.rebind(split)
 
@@ -141,6 +145,7 @@ class Rollout:
                 log.error(
                     "rollout %s: store unavailable (%s); rolling back locally", self.name, exc
                 )
+                self._count_outcome(new)
                 self._adopt(new, None)
             else:
                 log.warning("rollout %s: store unavailable, %s not applied: %s",
@@ -150,8 +155,14 @@ class Rollout:
             if winner.fingerprint == self.plan.fingerprint:
                 self._adopt(winner, None)
             return False
+        self._count_outcome(new)
         self._adopt(new, None)
         return True
+
+    def _count_outcome(self, new: Record) -> None:
+        outcome = OUTCOMES.get(new.state)
+        if outcome is not None and self.record.state is not new.state:
+            self.outcomes[outcome] += 1
 
     def _adopt(self, new: Record, verdict: Verdict | None) -> None:
         old = self.record

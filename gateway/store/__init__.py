@@ -9,6 +9,8 @@ stores.py       RateLimitStores: one per worker, owns the Redis client, reused o
                 falls back to memory (fail-open) or None (fail-closed)
 bans.py         BanStore / BanState / RedisBans: blocks per client, bans with expiry,
                 shared through Redis with a periodic sync (the ban filter reads memory)
+dedup.py        DedupStores / MemoryDedup / RedisDedup: idempotency-key claims and
+                stored responses (SET NX PX, compare-and-set scripts, polling waiters)
 """
 
 from gateway.store.breaker import Breaker, State

@@ -13,6 +13,7 @@ path"), so the upstream client is our own, with httptools (llhttp) doing the par
     member.py       Member: an endpoint in one upstream (pool, weight, breaker, health)
     balancer.py     RoundRobin, SmoothWeighted, LeastRequest, ConsistentHash: pick()
     bulkhead.py     Bulkhead: concurrent and queued requests per upstream
+    adaptive.py     AdaptiveLimiter: a concurrency limit following latency (gradient)
     budget.py       RetryPolicy, RetryBudget: retries as a share of requests
     locality.py     RegionalBalancer: own region first, failover order, region weights
     service.py      Upstream and build_upstream (config -> objects, state reuse)

@@ -35,7 +35,7 @@ import asyncio
 from collections.abc import Callable
 
 from gateway.body import BodySource
-from gateway.errors import BadRequest, UpstreamClosed, UpstreamTimeout
+from gateway.errors import BadRequest, UpstreamClosed, UpstreamResponseTooLarge, UpstreamTimeout
 from gateway.upstream.connection import UpstreamConnection
 
 Release = Callable[[UpstreamConnection, bool], None]
@@ -185,6 +185,7 @@ class UpstreamResponse:
         "_conn",
         "_deadline",
         "_ended",
+        "_left_bytes",
         "_on_done",
         "_read_timeout_s",
         "_release",
@@ -216,6 +217,7 @@ class UpstreamResponse:
         self._read_timeout_s: float | None = None if conn.upgraded else read_timeout_s
         self._deadline = None if conn.upgraded else deadline
         self._ended = False
+        self._left_bytes = -1  # body bytes still allowed (limit_body); -1: no limit
         self._on_done: Callable[[], None] | None = None
         if conn.complete and not conn.has_queued:
             self._end(conn)  # no body (HEAD, 204, 304, Content-Length: 0)
@@ -238,6 +240,11 @@ class UpstreamResponse:
         except BaseException:
             self.abort()
             raise
+        if self._left_bytes >= 0:
+            self._left_bytes -= len(chunk)
+            if self._left_bytes < 0:
+                self.abort()
+                raise UpstreamResponseTooLarge("upstream response body over the route's limit")
         if not chunk or (conn.complete and not conn.has_queued):
             self._end(conn)
         return chunk
@@ -245,6 +252,9 @@ class UpstreamResponse:
     async def read_all(self) -> bytes:
         conn = self._conn
         if conn is not None and conn.complete:  # all of it arrived with the head
+            if 0 <= self._left_bytes < conn.buffered:
+                self.abort()
+                raise UpstreamResponseTooLarge("upstream response body over the route's limit")
             data = conn.take_all()
             self._end(conn)
             return data
@@ -252,6 +262,11 @@ class UpstreamResponse:
         while chunk := await self.read():
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def limit_body(self, max_bytes: int) -> None:
+        """Fail `read()` with UpstreamResponseTooLarge (and close the connection) once
+        more than `max_bytes` of body arrived: for bodies without a Content-Length."""
+        self._left_bytes = max_bytes
 
     def when_done(self, callback: Callable[[], None]) -> None:
         """Call `callback` once, when the response ends (read to its end, released or

@@ -16,7 +16,10 @@ Framing follows llhttp, plus what it cannot know by itself:
   the offset of the first raw byte); a 101 without `Connection: upgrade` makes llhttp
   fail, and is refused as a protocol error (RFC 9110 §7.8);
 - any byte after a complete response (a second message, a body behind a HEAD
-  response, garbage) marks the connection `_stray`: never reused.
+  response, garbage) marks the connection `_stray`: never reused;
+- llhttp puts no bound on a response head (httptools buffers a header value until
+  it ends), so the bytes received before the head completes are counted: over
+  MAX_HEAD_BYTES (1xx heads included) the response is a protocol error (502).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ import httptools
 
 from gateway.errors import GatewayError, UpstreamClosed, UpstreamProtocolError
 
+MAX_HEAD_BYTES = 64 * 1024
+"""Largest upstream response head (status line and header fields), as Envoy's default."""
+
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
 
@@ -35,6 +41,7 @@ class ResponseParsing(asyncio.Protocol):
     __slots__ = (
         "_complete",
         "_got_bytes",
+        "_head_bytes",
         "_informational",
         "_is_head",
         "_parser",
@@ -53,6 +60,7 @@ class ResponseParsing(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._is_head = False
         self._got_bytes = False  # any byte of the response arrived (stale-retry rule)
+        self._head_bytes = 0  # bytes received while the head was incomplete
         self._informational = False
         self._complete = False
         self._stray = False
@@ -73,6 +81,7 @@ class ResponseParsing(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._is_head = is_head
         self._got_bytes = self._informational = self._complete = False
+        self._head_bytes = 0
         self.status = 0
         self.reason = b""
         self.headers = []
@@ -82,6 +91,8 @@ class ResponseParsing(asyncio.Protocol):
     def _feed(self, parser: httptools.HttpResponseParser, data: bytes) -> GatewayError | None:
         """Parse `data`; returns the protocol error to fail the connection with."""
         self._got_bytes = True
+        if not self.head_done:
+            self._head_bytes += len(data)
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as e:
@@ -97,6 +108,8 @@ class ResponseParsing(asyncio.Protocol):
                 return UpstreamProtocolError("101 response without Connection: upgrade")
             else:
                 return UpstreamProtocolError(f"invalid response from upstream: {e}")
+        if self._head_bytes > MAX_HEAD_BYTES and not self.head_done:
+            return UpstreamProtocolError(f"response head over {MAX_HEAD_BYTES} bytes")
         return None
 
     def _at_eof(self, clean: bool) -> GatewayError | None:

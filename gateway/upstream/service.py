@@ -6,15 +6,21 @@ a breaker is kept per endpoint while the breaker settings are equal, health stat
 and the checker while the health-check settings and endpoints are equal (so a
 reload neither forgets an ejection nor readmits an endpoint that is down). The
 bulkhead is new on each build (its counters belong to the requests of one config).
+The adaptive concurrency limiter (adaptive.py) is kept while its settings are equal:
+its min RTT and limit are what it learned, and in-flight requests release into it.
+`guarded` says whether a request must pass a bulkhead or a limiter at all (one
+attribute test on the forwarder's hot path).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from gateway.config.model import Upstream as UpstreamConfig
+from gateway.upstream.adaptive import AdaptiveLimiter
 from gateway.upstream.balancer import (
     Balancer,
     ConsistentHash,
@@ -33,7 +39,17 @@ if TYPE_CHECKING:
 
 
 class Upstream:
-    __slots__ = ("balancer", "bulkhead", "checker", "group", "hash_key", "members", "name")
+    __slots__ = (
+        "adaptive",
+        "balancer",
+        "bulkhead",
+        "checker",
+        "group",
+        "guarded",
+        "hash_key",
+        "members",
+        "name",
+    )
 
     def __init__(
         self,
@@ -46,6 +62,7 @@ class Upstream:
         bulkhead: Bulkhead | None = None,
         checker: HealthChecker | None = None,
         hash_key: tuple[str, str] | None = None,
+        adaptive: AdaptiveLimiter | None = None,
     ) -> None:
         ms = [m if isinstance(m, Member) else Member(m) for m in members]
         self.name = name
@@ -61,6 +78,8 @@ class Upstream:
         self.members = self.balancer.members
         self.group = EjectionGroup([m.breaker for m in self.members], max_ejection_percent)
         self.bulkhead = bulkhead
+        self.adaptive = adaptive
+        self.guarded = bulkhead is not None or adaptive is not None
         self.checker = checker
         self.hash_key = hash_key  # ("header" | "cookie" | "client_ip", name)
 
@@ -122,6 +141,7 @@ def build_upstream(
     pools: list[ConnectionPool],
     previous: Upstream | None,
     now: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Upstream:
     """The Upstream for `cfg` over `pools` (one per endpoint, in order)."""
     bpolicy = breaker_policy(cfg)
@@ -154,6 +174,12 @@ def build_upstream(
     bulkhead = None
     if limits.max_concurrent is not None:
         bulkhead = Bulkhead(limits.max_concurrent, limits.max_queued, limits.queue_timeout)
+    adaptive = None
+    ac = cfg.adaptive_concurrency
+    if ac is not None:
+        old_ac = previous.adaptive if previous is not None else None
+        keep = old_ac is not None and old_ac.settings == ac and old_ac.clock is clock
+        adaptive = old_ac if keep else AdaptiveLimiter(name, ac, clock)
     key = cfg.balancing.hash_key
     hash_key = None
     if key is not None:
@@ -172,4 +198,5 @@ def build_upstream(
         bulkhead=bulkhead,
         checker=checker,
         hash_key=hash_key,
+        adaptive=adaptive,
     )

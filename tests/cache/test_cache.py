@@ -1,116 +1,26 @@
 """The cache end to end: a real gateway, a real upstream that counts its hits, a fake clock.
 
-The upstream's `/r` answers with whatever the query asks for (`cc`, `etag`, `lm`,
-`vary`, `status`, `expires`, `cookie`, `n` body bytes) and answers a matching
-If-None-Match with 304. The store's clock is replaced by a FakeClock, so freshness
-and Age are driven by the test, never by sleeping.
+Every gateway test runs twice (`store_args`): on the memory store and on a real
+redis-server (tests/cache/support.py describes the upstream and the helpers).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import pytest
-from aiohttp import web
-from multidict import CIMultiDictProxy
 
 from gateway.cache.policy import CacheControl
 from gateway.cache.store import Entry, MemoryStore
-from gateway.filters.cache import CacheFilter
-from tests.conftest import GatewayFactory, InProcessGateway
-from tests.support import free_port, gateway_config, serve_app
+from tests.cache.support import cache_filter, cache_upstream, get, start
+from tests.conftest import GatewayFactory
+from tests.support import free_port, serve_app
 
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def cache_upstream(hits: Counter[str]) -> web.Application:
-    async def handler(request: web.Request) -> web.Response:
-        q = request.query
-        hits[q.get("id", "")] += 1
-        if "conditional" in q and request.headers.get("If-None-Match"):
-            hits["conditional"] += 1
-        etag = q.get("etag")
-        headers: dict[str, str] = {}
-        for name, key in (("Cache-Control", "cc"), ("ETag", "etag"), ("Vary", "vary")):
-            if key in q:
-                headers[name] = q[key]
-        if "lm" in q:
-            headers["Last-Modified"] = formatdate(0, usegmt=True)
-        if "expires" in q:
-            headers["Date"] = formatdate(1_000_000, usegmt=True)
-            headers["Expires"] = formatdate(1_000_000 + int(q["expires"]), usegmt=True)
-        if "cookie" in q:
-            headers["Set-Cookie"] = "session=1"
-        if etag is not None and request.headers.get("If-None-Match") == etag:
-            return web.Response(status=304, headers=headers)
-        status = int(q.get("status", "200"))
-        body = f"{q.get('id', '')}:{hits[q.get('id', '')]}:".encode()
-        body += b"x" * int(q.get("n", "0"))
-        return web.Response(status=status, headers=headers, body=body)
-
-    app = web.Application()
-    app.router.add_get("/r", handler)
-    return app
-
-
-@pytest.fixture
-async def hits() -> AsyncIterator[Counter[str]]:
-    yield Counter()
-
-
-@pytest.fixture
-async def up(hits: Counter[str]) -> AsyncIterator[int]:
-    async with serve_app(cache_upstream(hits)) as port:
-        yield port
-
-
-async def start(
-    gateway: GatewayFactory, port: int, cache: dict[str, Any] | None = None, **extra: Any
-) -> tuple[InProcessGateway, FakeClock]:
-    cfg = gateway_config(
-        port=0,
-        admin_port=free_port(),
-        upstreams={"up": [f"http://127.0.0.1:{port}"]},
-        routes=[{"name": "api", "upstream": "up", "cache": cache or {}}],
-    )
-    cfg.update(extra)
-    gw = await gateway(cfg)
-    clock = FakeClock()
-    gw.worker.runtime.cache.clock = clock
-    return gw, clock
-
-
-async def get(
-    gw: InProcessGateway, method: str = "GET", headers: dict[str, str] | None = None, **q: str
-) -> tuple[int, CIMultiDictProxy[str], bytes]:
-    async with (
-        aiohttp.ClientSession() as s,
-        s.request(method, gw.url + "/r?" + urlencode(q), headers=headers or {}) as r,
-    ):
-        return r.status, r.headers, await r.read()
-
-
-def cache_filter(gw: InProcessGateway) -> CacheFilter:
-    step: Any = gw.worker.runtime.table.routes[0].handler
-    while step.__closure__ is not None and "f" in step.__code__.co_freevars:
-        cells = dict(zip(step.__code__.co_freevars, step.__closure__, strict=True))
-        f = cells["f"].cell_contents
-        if isinstance(f, CacheFilter):
-            return f
-        step = cells["nxt"].cell_contents
-    raise AssertionError("no cache filter in the chain")
+StoreArgs = dict[str, Any]
 
 
 # (id, query, request headers, upstream hits after two requests, detail of the first)
@@ -148,6 +58,7 @@ STORABLE = [
 )
 async def test_storable(
     gateway: GatewayFactory,
+    store_args: StoreArgs,
     up: int,
     hits: Counter[str],
     query: dict[str, str],
@@ -155,7 +66,7 @@ async def test_storable(
     upstream_hits: int,
     detail: str,
 ) -> None:
-    gw, _ = await start(gateway, up, {"max_entry_bytes": 4096})
+    gw, _ = await start(gateway, up, {"max_entry_bytes": 4096}, **store_args)
     _, h1, b1 = await get(gw, headers=req, id="a", **query)
     assert h1["Cache-Status"].startswith("gateway; fwd=miss")
     assert h1["Cache-Status"].endswith(detail)
@@ -167,9 +78,9 @@ async def test_storable(
 
 
 async def test_freshness_and_age_follow_the_clock(
-    gateway: GatewayFactory, up: int, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
 ) -> None:
-    gw, clock = await start(gateway, up)
+    gw, clock = await start(gateway, up, **store_args)
     await get(gw, id="a", cc="max-age=10")
     clock.now += 4
     _, h, _ = await get(gw, id="a", cc="max-age=10")
@@ -181,9 +92,9 @@ async def test_freshness_and_age_follow_the_clock(
 
 
 async def test_request_no_cache_and_other_methods(
-    gateway: GatewayFactory, up: int, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
 ) -> None:
-    gw, _ = await start(gateway, up)
+    gw, _ = await start(gateway, up, **store_args)
     await get(gw, id="a", cc="max-age=60")
     _, h, _ = await get(gw, headers={"Cache-Control": "no-cache"}, id="a", cc="max-age=60")
     assert h["Cache-Status"].startswith("gateway; fwd=stale")
@@ -192,8 +103,10 @@ async def test_request_no_cache_and_other_methods(
     assert hits["a"] == 3
 
 
-async def test_heuristic_default_ttl(gateway: GatewayFactory, up: int, hits: Counter[str]) -> None:
-    gw, clock = await start(gateway, up, {"default_ttl": "30s"})
+async def test_heuristic_default_ttl(
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
+) -> None:
+    gw, clock = await start(gateway, up, {"default_ttl": "30s"}, **store_args)
     await get(gw, id="a")
     clock.now += 29
     await get(gw, id="a")
@@ -202,9 +115,9 @@ async def test_heuristic_default_ttl(gateway: GatewayFactory, up: int, hits: Cou
 
 @pytest.mark.parametrize("cc", ["no-cache", "max-age=0, must-revalidate", "max-age=5"])
 async def test_revalidation_with_etag_refreshes_the_entry(
-    gateway: GatewayFactory, up: int, hits: Counter[str], cc: str
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str], cc: str
 ) -> None:
-    gw, clock = await start(gateway, up)
+    gw, clock = await start(gateway, up, **store_args)
     q = {"id": "a", "cc": cc, "etag": '"v1"', "conditional": "1"}
     _, _, b1 = await get(gw, **q)
     clock.now += 10
@@ -215,9 +128,9 @@ async def test_revalidation_with_etag_refreshes_the_entry(
 
 
 async def test_conditional_client_request_answered_304_from_cache(
-    gateway: GatewayFactory, up: int, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
 ) -> None:
-    gw, _ = await start(gateway, up)
+    gw, _ = await start(gateway, up, **store_args)
     q = {"id": "a", "cc": "max-age=60", "etag": '"v1"', "lm": "1"}
     await get(gw, **q)
     status, h, body = await get(gw, headers={"If-None-Match": 'W/"v1"'}, **q)
@@ -231,9 +144,9 @@ async def test_conditional_client_request_answered_304_from_cache(
 
 
 async def test_vary_keys_on_the_listed_request_headers(
-    gateway: GatewayFactory, up: int, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
 ) -> None:
-    gw, _ = await start(gateway, up)
+    gw, _ = await start(gateway, up, **store_args)
     q = {"id": "a", "cc": "max-age=60", "vary": "Accept-Language"}
     _, _, en = await get(gw, headers={"Accept-Language": "en"}, **q)
     _, h, fr = await get(gw, headers={"Accept-Language": "fr"}, **q)
@@ -255,29 +168,32 @@ async def test_vary_keys_on_the_listed_request_headers(
 )
 async def test_key_query_parameters(
     gateway: GatewayFactory,
+    store_args: StoreArgs,
     up: int,
     hits: Counter[str],
     key: dict[str, Any],
     second: dict[str, str],
     upstream_hits: int,
 ) -> None:
-    gw, _ = await start(gateway, up, {"key": key})
+    gw, _ = await start(gateway, up, {"key": key}, **store_args)
     await get(gw, id="a", cc="max-age=60")
     await get(gw, id="a", cc="max-age=60", **second)
     assert hits["a"] == upstream_hits
 
 
-async def test_key_headers(gateway: GatewayFactory, up: int, hits: Counter[str]) -> None:
-    gw, _ = await start(gateway, up, {"key": {"headers": ["X-Tenant"]}})
+async def test_key_headers(
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
+) -> None:
+    gw, _ = await start(gateway, up, {"key": {"headers": ["X-Tenant"]}}, **store_args)
     for tenant in ("t1", "t2", "t1"):
         await get(gw, headers={"X-Tenant": tenant}, id="a", cc="max-age=60")
     assert hits["a"] == 2
 
 
 async def test_100_concurrent_misses_reach_the_upstream_once(
-    gateway: GatewayFactory, up: int, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
 ) -> None:
-    gw, _ = await start(gateway, up)
+    gw, _ = await start(gateway, up, **store_args)
     async with aiohttp.ClientSession() as s:
 
         async def one() -> bytes:
@@ -290,11 +206,11 @@ async def test_100_concurrent_misses_reach_the_upstream_once(
 
 
 async def test_stale_if_error_serves_stale_when_the_upstream_is_down(
-    gateway: GatewayFactory, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, hits: Counter[str]
 ) -> None:
     port = free_port()
     async with serve_app(cache_upstream(hits), port=port):
-        gw, clock = await start(gateway, port)
+        gw, clock = await start(gateway, port, **store_args)
         _, _, b1 = await get(gw, id="a", cc="max-age=10, stale-if-error=60")
     clock.now += 30  # stale, within stale-if-error; the upstream is gone
     status, h, b2 = await get(gw, id="a", cc="max-age=10, stale-if-error=60")
@@ -306,9 +222,9 @@ async def test_stale_if_error_serves_stale_when_the_upstream_is_down(
 
 
 async def test_stale_if_error_on_5xx_and_not_with_must_revalidate(
-    gateway: GatewayFactory, up: int
+    gateway: GatewayFactory, store_args: StoreArgs, up: int
 ) -> None:
-    gw, clock = await start(gateway, up, {"key": {"query": ["id"]}})
+    gw, clock = await start(gateway, up, {"key": {"query": ["id"]}}, **store_args)
     await get(gw, id="a", cc="max-age=1, stale-if-error=60")
     await get(gw, id="b", cc="max-age=1, stale-if-error=60, must-revalidate")
     clock.now += 5
@@ -320,32 +236,35 @@ async def test_stale_if_error_on_5xx_and_not_with_must_revalidate(
 
 
 async def test_stale_while_revalidate_refreshes_in_the_background(
-    gateway: GatewayFactory, up: int, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
 ) -> None:
-    gw, clock = await start(gateway, up)
+    gw, clock = await start(gateway, up, **store_args)
     q = {"id": "a", "cc": "max-age=10, stale-while-revalidate=60"}
     _, _, b1 = await get(gw, **q)
     clock.now += 20
     _, h, b2 = await get(gw, **q)
     assert b2 == b1 and "detail=stale-while-revalidate" in h["Cache-Status"]
     await asyncio.gather(*cache_filter(gw).refreshing)
+    await gw.worker.runtime.cache.flush()
     assert hits["a"] == 2
     _, h, b3 = await get(gw, **q)
     assert b3 == b"a:2:" and h["Cache-Status"].startswith("gateway; hit; ttl=")
 
 
 async def test_head_is_answered_from_a_stored_get(
-    gateway: GatewayFactory, up: int, hits: Counter[str]
+    gateway: GatewayFactory, store_args: StoreArgs, up: int, hits: Counter[str]
 ) -> None:
-    gw, _ = await start(gateway, up)
+    gw, _ = await start(gateway, up, **store_args)
     await get(gw, id="a", cc="max-age=60")
     status, h, body = await get(gw, "HEAD", id="a", cc="max-age=60")
     assert (status, body, h["Content-Length"]) == (200, b"", "4")
     assert hits["a"] == 1
 
 
-async def test_store_survives_a_reload(gateway: GatewayFactory, up: int) -> None:
-    gw, _ = await start(gateway, up)
+async def test_store_survives_a_reload(
+    gateway: GatewayFactory, store_args: StoreArgs, up: int
+) -> None:
+    gw, _ = await start(gateway, up, **store_args)
     store = gw.worker.runtime.cache
     from gateway.runtime import Runtime
 
@@ -357,7 +276,7 @@ def test_memory_store_never_exceeds_its_bound() -> None:
     store = MemoryStore(100_000)
     for i in range(2000):
         body = b"x" * (i * 37 % 9000)
-        store.put(
+        store.store(
             Entry(
                 primary=f"p{i}",
                 key=f"p{i}\x01",
@@ -370,7 +289,6 @@ def test_memory_store_never_exceeds_its_bound() -> None:
                 stored_at=0,
                 age0=0,
             ),
-            (),
         )
         assert store.bytes <= store.max_bytes
     assert store.evictions > 0 and len(store) > 5

@@ -18,7 +18,14 @@ def test_defaults() -> None:
         [],
         "all",
     )
-    assert CacheStore().max_bytes == 64 << 20
+    store = CacheStore()
+    assert (store.backend, store.max_bytes) == ("memory", 64 << 20)
+    assert (store.redis.timeout, store.redis.key_prefix, store.redis.keep_stale) == (
+        0.05,
+        "gw:cache:",
+        600.0,
+    )
+    assert (c.tags_header, c.strip_tags_header) == ("Surrogate-Key", True)
 
 
 def test_units_and_lists() -> None:
@@ -38,6 +45,7 @@ def test_units_and_lists() -> None:
         ({"key": {"query": ["a", "a"]}}, "given twice"),
         ({"key": {"query": "some"}}, "query"),
         ({"ttl": 1}, "Extra inputs"),
+        ({"tags_header": "bad name"}, "invalid header name"),
     ],
     ids=[
         "zero-entry",
@@ -47,9 +55,36 @@ def test_units_and_lists() -> None:
         "dup-param",
         "bad-query",
         "unknown",
+        "bad-tags-header",
     ],
 )
 def test_errors(data: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError) as err:
         Cache.model_validate(data)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "message"),
+    [
+        ({"backend": "disk"}, "backend", "Input should be 'memory' or 'redis'"),
+        ({"redis": {"url": "http://x"}}, "redis.url", "invalid url"),
+        ({"redis": {"key_prefix": "a*"}}, "redis.key_prefix", "should match pattern"),
+        ({"redis": {"timeout": 0}}, "redis.timeout", "greater than 0"),
+        ({"redis": {"keep_stale": -1}}, "redis.keep_stale", "must be >= 0"),
+        ({"redis": {"cluster": True}}, "redis.cluster", "Extra inputs"),
+    ],
+    ids=["backend", "url", "prefix-glob", "timeout", "keep-stale", "cluster-unsupported"],
+)
+def test_store_errors(data: dict[str, Any], path: str, message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        CacheStore.model_validate(data)
+    text = str(err.value)
+    assert path in text and message in text
+
+
+def test_redis_store_settings() -> None:
+    s = CacheStore.model_validate(
+        {"backend": "redis", "redis": {"url": "redis://10.0.0.1:6380/2", "keep_stale": "1m"}}
+    )
+    assert (s.backend, s.redis.url, s.redis.keep_stale) == ("redis", "redis://10.0.0.1:6380/2", 60)

@@ -115,13 +115,16 @@ async def test_requests_counted_across_workers(tmp_path: Path) -> None:
             samples = await scrape(gw)
             counted = value(samples, "gateway_requests_total")
             observed = value(samples, "gateway_request_duration_seconds_count")
-            if counted >= n + 3 and observed >= n + 3:  # two files, read one by one
-                break
+            by_worker = value(samples, "gateway_worker_requests_total")
+            if counted >= n + 3 and observed >= n + 3 and by_worker >= n + 3:
+                break  # (two files, read one by one while the workers write)
             assert time.monotonic() < deadline, samples
             await asyncio.sleep(0.2)
+        running = worker_pids(gw)
     total = "gateway_requests_total"
     assert value(samples, total, route="all", method="GET", status_class="2xx") == n
     assert value(samples, total, route="status", method="POST", status_class="5xx") == 3
+    assert value(samples, total, route="all", upstream="up", version="", region="") == n
     hist = "gateway_request_duration_seconds_count"
     assert value(samples, hist, route="all", method="GET", status_class="2xx") == n
     inf = value(
@@ -139,6 +142,13 @@ async def test_requests_counted_across_workers(tmp_path: Path) -> None:
         n_ == total and lab.get("route") == "status" and lab.get("method") == "GET"
         for n_, lab, _ in samples
     )
+    # Both workers answered some: per-worker counts add up to every request, each
+    # worker index counted some, and each live worker process shows with its pid.
+    workers = {lab["worker"]: v for n_, lab, v in samples if n_ == "gateway_worker_requests_total"}
+    assert sum(workers.values()) == n + 3
+    assert set(workers) == {"0", "1"} and all(v > 0 for v in workers.values()), workers
+    pids = {int(lab["pid"]) for n_, lab, _ in samples if n_ == "gateway_worker_info"}
+    assert len(pids) == 2 and pids <= running  # (running: the resource tracker too)
     # Labels are bounded: no path in them.
     assert not any("/hello" in v for _, lab, _ in samples for v in lab.values())
 
@@ -213,19 +223,20 @@ def test_in_process_observe() -> None:
     """Without the multiprocess directory: the default registry, same API."""
     REQUESTS.prepare([("unit-route", ("GET",))])
     m = metrics()
-    before = m.requests.labels("unit-route", "OTHER", "4xx")._value.get()
-    sum_before = m.request_duration.labels("unit-route", "OTHER", "4xx")._sum.get()
+    labels = ("unit-route", "OTHER", "4xx", "", "", "")
+    before = m.requests.labels(*labels)._value.get()
+    sum_before = m.request_duration.labels(*labels)._sum.get()
     REQUESTS.observe("unit-route", "BREW", 418, 0.001)
-    REQUESTS.observe("unit-route", "WHATEVER", 404, 0.3)
+    REQUESTS.observe("unit-route", "WHATEVER", 404, 0.3, {})
     REQUESTS.active += 1
-    assert m.requests.labels("unit-route", "OTHER", "4xx")._value.get() == before  # batched
+    assert m.requests.labels(*labels)._value.get() == before  # batched
     REQUESTS.flush()
     REQUESTS.active -= 1
-    assert m.requests.labels("unit-route", "OTHER", "4xx")._value.get() == before + 2
-    hist = m.request_duration.labels("unit-route", "OTHER", "4xx")
+    assert m.requests.labels(*labels)._value.get() == before + 2
+    hist = m.request_duration.labels(*labels)
     assert hist._sum.get() - sum_before == pytest.approx(0.301)
     assert m.in_flight._value.get() == 1
-    assert ("unit-route", "BREW", "4xx") not in REQUESTS._series  # bounded
+    assert not any(k[1] == "BREW" for k in REQUESTS._series)  # bounded
 
 
 async def test_breaker_state_and_transitions(tmp_path: Path) -> None:

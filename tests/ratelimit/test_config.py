@@ -13,7 +13,7 @@ from tests.config.test_model import base, edited, errors_of
 P = "routes[0].rate_limits[0]"
 POLICY = {"name": "per-ip", "rate": "20/s"}
 RATE = "expected '<n>/<s|min|h>', like '20/s', '1000/min' or '5/h'"
-KEY = "expected 'client_ip', 'route', {header: <name>} or {cookie: <name>}"
+KEY = "expected 'client_ip', 'route', 'principal', {header: <name>} or {cookie: <name>}"
 URL = (
     "expected 'redis://host:port/db', 'rediss://...', 'unix:///path' or "
     "'redis+sentinel://host:port[,host:port]/service[/db]'"

@@ -13,7 +13,7 @@ import pytest
 
 from gateway.filters.size import BodyTooLarge, LimitedBody
 from tests.conftest import GatewayFactory
-from tests.screening.support import Chunks, Upstream, exchange, size_filter
+from tests.screening.support import Chunks, Upstream, exchange, screening_filter, size_filter
 from tests.support import free_port, gateway_config
 
 # (id, limits, request, expected status, expected error code)
@@ -173,3 +173,19 @@ async def test_chunked_body_cut_mid_stream_upstream_never_gets_the_rest(
         server.close()
     assert received <= limit + chunk  # the body up to the limit (and framing), no more
     assert received < chunks * chunk
+
+
+async def test_chunked_body_cut_while_the_screen_reads_it() -> None:
+    """Size then screening, as the pipeline orders them: the screen's inspection read
+    crosses max_body_bytes, BodyTooLarge (413) ends the request, nothing reaches the
+    upstream and nothing after the crossing chunk is pulled."""
+    size = size_filter(max_body_bytes=1000)
+    screen = screening_filter(inspect_body_bytes=65536)
+    up = Upstream()
+    source = Chunks([b'{"a": "' + b"x" * 600, b"x" * 600, b"x" * 600, b'"}'])
+    ex = exchange(method="POST", body=source, headers=[("Content-Type", "application/json")])
+    with pytest.raises(BodyTooLarge):
+        await size(ex, lambda e: screen(e, up))
+    assert up.calls == 0
+    assert source.pulled == 2
+    assert size.rejected[413] == 1

@@ -1,20 +1,14 @@
 """ScreeningFilter: a route's pattern screen, built once at config load.
 
 Per request: the path, every query parameter (name and value), the configured header
-values and the cookies are scanned (matcher.py); if that alone blocks, the body is not
-read. Otherwise, with `inspect_body_bytes` > 0 and a body present, up to that many
-bytes are read into memory and their values scanned: JSON string values (and keys)
-with their path as the location (`body:$.items[2].name`), form fields by name
-(`body:comment`), text bodies whole (`body`). The upstream then gets a body that
-replays what was read and continues with the rest of the stream (`ReplayBody`); a body
-read to its end becomes a `BytesBody`, which the pool can resend on a stale
-keep-alive connection.
-
-A body cut at the inspection size cannot be parsed whole: for JSON its complete string
-literals are scanned (a truncated last one is dropped), for a form its complete fields.
-A complete body that does not parse as its Content-Type scores 200002 (critical), as
-CRS's REQBODY_ERROR does. Binary and multipart bodies are not inspected (known gap:
-multipart form fields).
+values and the cookies are scanned together (matcher.scan_items: one prefilter pass
+for the whole head); if that alone blocks, the body is not read. Otherwise, with
+`inspect_body_bytes` > 0 and a body present, up to that many bytes are read into
+memory and their values scanned (body.py: JSON strings by JSON path, form and
+multipart fields by name, text whole). The upstream then gets a body that replays
+what was read and continues with the rest of the stream (`ReplayBody`); a body read
+to its end becomes a `BytesBody`, which the pool can resend on a stale keep-alive
+connection.
 
 Verdict (scoring.py): `block` answers 403 with the request id and never the payload;
 `shadow` logs the same line and lets the request pass. A block sets
@@ -24,19 +18,15 @@ Counters on the object (`counters`) until the metrics issue exports them.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import re
 from collections import Counter
-from typing import Any
-from urllib.parse import unquote
-
-import orjson
 
 from gateway.body import BodySource, BytesBody
 from gateway.config.screening_model import Screening
 from gateway.exchange import Exchange, Reply
-from gateway.filters.screening.matcher import Hit, Matcher, compile_rules
+from gateway.filters.screening.body import pairs, safe_name, scan_body
+from gateway.filters.screening.matcher import Hit, Item, Matcher, compile_rules
+from gateway.filters.screening.rules import RULES_BY_ID
 from gateway.filters.screening.scoring import Exclusions, Verdict, score
 from gateway.pipeline import Next
 
@@ -45,16 +35,6 @@ __all__ = ["ReplayBody", "ScreeningCounters", "ScreeningFilter"]
 log = logging.getLogger("gateway.screening")
 
 _NEVER_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
-_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
-_UNSAFE = re.compile(r"[^\x21-\x7e]")
-_MAX_NAME = 64
-
-
-def _safe(name: str) -> str:
-    """A client-chosen name as it may appear in a log line: printable, short."""
-    if len(name) > _MAX_NAME:
-        name = name[:_MAX_NAME] + "..."
-    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
 
 
 class ReplayBody:
@@ -79,7 +59,15 @@ class ReplayBody:
 class ScreeningCounters:
     """What one route's screen saw; read by tests, logs and (later) metrics."""
 
-    __slots__ = ("blocked", "bodies_truncated", "excluded", "inspected", "rules", "shadow")
+    __slots__ = (
+        "blocked",
+        "blocks",
+        "bodies_truncated",
+        "excluded",
+        "inspected",
+        "rules",
+        "shadow",
+    )
 
     def __init__(self) -> None:
         self.inspected = 0  # requests scanned
@@ -88,6 +76,8 @@ class ScreeningCounters:
         self.excluded = 0  # hits turned off by an exclusion
         self.bodies_truncated = 0  # bodies larger than inspect_body_bytes
         self.rules: Counter[int] = Counter()  # rule id -> requests it counted in
+        # (category, "blocked" | "shadow") -> blocks with a hit of that category
+        self.blocks: Counter[tuple[str, str]] = Counter()
 
     def __repr__(self) -> str:
         return (
@@ -127,6 +117,7 @@ class ScreeningFilter:
 
     async def __call__(self, ex: Exchange, next: Next) -> Reply:
         self.counters.inspected += 1
+        ex.state["screening_outcome"] = "passed"  # for the access log; _decide may change it
         hits: list[Hit] = []
         self.scan_head(ex, hits)
         verdict = score(hits, self.exclusions, ex.path) if hits else None
@@ -145,39 +136,25 @@ class ScreeningFilter:
     # -- the head ------------------------------------------------------------------------
 
     def scan_head(self, ex: Exchange, hits: list[Hit]) -> None:
-        m = self.matcher
-        m.scan(ex.path, "path", "path", hits)
+        items: list[Item] = [(ex.path, "path", "path")]
         if ex.query:
-            self._scan_pairs(ex.query, "query", "query:", hits)
+            items += pairs(ex.query, "query", "query:")
         h = ex.headers
         if self._all_headers:
             for name, value in h.items():
                 if name.lower() not in _NEVER_HEADERS:
-                    m.scan(value, "header", f"header:{_safe(name)}", hits)
+                    items.append((value, "header", f"header:{safe_name(name)}"))
         else:
             for name, location in self._headers:
                 for value in h.getall(name, ()):
-                    m.scan(value, "header", location, hits)
+                    items.append((value, "header", location))
         if self._cookies:
             for header in h.getall("Cookie", ()):
                 for part in header.split(";"):
                     name, _, value = part.strip().partition("=")
                     if value:
-                        m.scan(value, "cookie", f"cookie:{_safe(name)}", hits)
-
-    def _scan_pairs(self, text: str, kind: str, prefix: str, hits: list[Hit]) -> None:
-        """`a=1&b=2` (query or form): names and values, still percent-encoded."""
-        m = self.matcher
-        for piece in text.split("&"):
-            if not piece:
-                continue
-            name, _, value = piece.partition("=")
-            if "+" in piece:
-                name, value = name.replace("+", " "), value.replace("+", " ")
-            location = prefix + _safe(_plain_name(name))
-            m.scan(name, kind, location, hits)
-            if value:
-                m.scan(value, kind, location, hits)
+                        items.append((value, "cookie", f"cookie:{safe_name(name)}"))
+        self.matcher.scan_items(items, hits)
 
     # -- the body ------------------------------------------------------------------------
 
@@ -185,21 +162,9 @@ class ScreeningFilter:
         data, complete = await self._read_prefix(ex)
         if not data:
             return
-        media = ex.headers.get("Content-Type", "").partition(";")[0].strip().lower()
-        if media == "application/json" or media.endswith("+json"):
-            self._scan_json(data, complete, hits)
-        elif media == "application/x-www-form-urlencoded":
-            text = data.decode("latin-1")
-            if not complete:
-                text = text.rpartition("&")[0]
-            self._scan_pairs(text, "body", "body:", hits)
-        elif media.startswith("text/") or media in ("application/xml", "application/graphql"):
-            self.matcher.scan(data.decode("utf-8", "replace"), "body", "body", hits)
-        elif not media:
-            if data.lstrip()[:1] in (b"{", b"["):
-                self._scan_json(data, complete, hits)
-            else:
-                self.matcher.scan(data.decode("utf-8", "replace"), "body", "body", hits)
+        content_type = ex.headers.get("Content-Type", "")
+        media = content_type.partition(";")[0].strip().lower()
+        scan_body(self.matcher, media, content_type, data, complete, hits)
 
     async def _read_prefix(self, ex: Exchange) -> tuple[bytes, bool]:
         """Up to inspect_body_bytes of the body, and whether that was all of it.
@@ -225,25 +190,6 @@ class ScreeningFilter:
             self.counters.bodies_truncated += 1
             ex.body = ReplayBody(data, body)
         return data[:limit], complete
-
-    def _scan_json(self, data: bytes, complete: bool, hits: list[Hit]) -> None:
-        m = self.matcher
-        if complete:
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                m.flag(200002, "body", "body", hits)
-                m.scan(data.decode("utf-8", "replace"), "body", "body", hits)
-                return
-            _walk(m, doc, "body:$", hits)
-            return
-        # Truncated: each complete string literal, decoded as JSON would.
-        for lit in _JSON_STRING.finditer(data.decode("utf-8", "replace")):
-            raw = lit.group(1)
-            if "\\" in raw:
-                with contextlib.suppress(orjson.JSONDecodeError):
-                    raw = orjson.loads(f'"{raw}"')
-            m.scan(raw, "body", "body", hits)
 
     # -- the verdict ---------------------------------------------------------------------
 
@@ -275,6 +221,10 @@ class ScreeningFilter:
             self.threshold,
             verdict.describe(),
         )
+        action = "shadow" if shadow else "blocked"
+        ex.state["screening_outcome"] = action
+        for category in {RULES_BY_ID[rule].category for rule, _ in verdict.hits}:
+            c.blocks[(category, action)] += 1
         if shadow:
             c.shadow += 1
             return None
@@ -289,23 +239,3 @@ class ScreeningFilter:
             f"categories={list(self.matcher.categories)} body={self._body_bytes} "
             f"headers={headers} exclusions={len(self.exclusions.source)} {self.counters!r}>"
         )
-
-
-def _plain_name(name: str) -> str:
-    return unquote(name) if "%" in name else name
-
-
-def _walk(m: Matcher, node: Any, path: str, hits: list[Hit]) -> None:
-    """Scan every string in a parsed JSON document (keys too), located by JSON path."""
-    if isinstance(node, str):
-        m.scan(node, "body", path, hits)
-    elif isinstance(node, dict):
-        for key, value in node.items():
-            sub = f"{path}.{_safe(key)}"
-            m.scan(key, "body", sub, hits)
-            if isinstance(value, str | dict | list):
-                _walk(m, value, sub, hits)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            if isinstance(value, str | dict | list):
-                _walk(m, value, f"{path}[{i}]", hits)

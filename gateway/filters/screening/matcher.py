@@ -1,222 +1,185 @@
-"""The matcher: every rule compiled once, behind a literal prefilter.
+"""The matcher: every rule compiled once; Hyperscan says which rules to run where.
 
-How it works. CPython's `re` is fast only when a pattern starts with a literal or a
-character set (it then skips to candidate positions in C); an alternation of rules
-that start with words, look-behinds or `\\b` is tried at every position, and ran at
-~15 us per 70-character value per category. So a rule's regex runs only when the
-value holds what any match of it must hold:
+How it works. Each rule keeps its Python regex (the final word on a match, run on the
+normalised forms its `form` names) and, relaxed, the prefilter (prefilter.py) of each
+group it applies to: `head` (path, query, headers, cookies) and `body`. A
+rule's regex runs only on values where its relaxed pattern matched:
 
-- at load, `atoms.clauses(rule.pattern)` derives from the parsed pattern a few sets of
-  literal atoms, each of which a match must meet (`union` and `select` for 942190);
-  every atom becomes a *feature*: its longest run of word characters when that has
-  three or more (a substring of some word token of the value), else its rarest
-  symbol character (`|`, `<`, `'`, ...);
-- per value (per form), its features are computed with C-speed str/bytes operations:
-  the symbol bytes left after deleting word characters, and for each distinct word
-  token the word atoms it contains (a bounded memo: tokens repeat across requests);
-- an index from feature to rules gives the candidates; a candidate whose every clause
-  has a present feature runs its own regex, unchanged, as the final word.
+- `scan_items(items)`: many values of one group (a request's head; a form's fields):
+  joined, decoded once, scanned once; only the values a hit lies in are normalised and
+  run against only the rules that hit there (`scan(..., only=...)`). The joined path
+  is exact only while decoding stays segment-local and no value's anomaly must be
+  placed; when the joined text holds `/*` (comment removal could cross values), a
+  code check fired, or the scan reports too much, each value is scanned on its own.
+- `candidates(joined, group)`: the same for a caller that joins values itself (the
+  JSON body: its raw text, see body.py) and maps segments back.
+- `scan(value, kind, location, hits)`: one value: normalised, its forms scanned by the
+  database, the rules that hit run their regex.
 
-Features are necessary conditions only, so nothing is missed that the rule regex
-would match: the prefilter changes cost, never verdicts (tests/screening checks rule
-by rule that the gated and ungated scans agree on both corpora). Rules whose pattern
-yields no clause always run.
+The prefilter changes cost, never verdicts: tests/screening/test_prefilter.py checks
+on both corpora that every rule's hits are the same with it and without it (every
+rule's regex on every value), and that the filter decides the same with and without.
 
-`compile_rules(categories)` is cached: every route with the same categories shares
-one `Matcher`, built when the first config using it loads, never per request.
-
-`Matcher.scan(value, kind, location, hits)` normalises the value (normalise.py), runs
-the code checks and the rules that apply to that kind of location, and appends
-`(rule_id, location)` for each rule that matched. Which form each rule sees: its
-`form`: the decoded text with its line breaks (CR/LF rules), the collapsed text and
-the command-line form (shell rules), or the collapsed text.
+`compile_rules(categories)` is cached: every route with the same categories shares one
+`Matcher`, built when the first config using it loads (~0.6 s), never per request.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
+from typing import NamedTuple
 
-from gateway.filters.screening.atoms import clauses
-from gateway.filters.screening.normalise import is_trivial, normalise
+from gateway.filters.screening.normalise import (
+    decode_joined,
+    has_control,
+    is_trivial,
+    normalise,
+)
+from gateway.filters.screening.prefilter import SEP, Prefilter
 from gateway.filters.screening.rules import KINDS, RULES, Rule
 
-__all__ = ["Hit", "Matcher", "compile_rules"]
+__all__ = ["Hit", "Item", "Matcher", "compile_rules"]
 
 Hit = tuple[int, str]
 """(rule id, location), location like 'query:q', 'body:$.comment', 'header:User-Agent'."""
 
+Item = tuple[str, str, str]
+"""(value, kind, location): one value to scan."""
+
 _DECODED, _TEXT, _CMD = 0, 1, 2
-
-# A leading `\\b`, look-around or `(?:^|[...])` guard, as written in rules.py.
-_CLASS = r"\[(?:[^\]\\]|\\.)*\]"  # a character class, escapes included
-_GUARD = re.compile(
-    rf"\\b|\(\?<?[!=](?:[^()\\\[]|\\.|{_CLASS})*\)|\(\?:\^\|(?:[^()\\\[]|\\.|{_CLASS})*\)"
-)
+_HEAD_KINDS = frozenset(KINDS) - {"body"}
 
 
-def _unguarded(pattern: str) -> str:
-    """`pattern` without its leading guards: matches wherever `pattern` does, and more."""
-    while m := _GUARD.match(pattern):
-        pattern = pattern[m.end() :]
-    return pattern
+class _Compiled(NamedTuple):
+    rule_id: int
+    regex: re.Pattern[str]
+    forms: tuple[int, ...]  # the forms it is matched on
 
 
-Feature = int | bytes  # a symbol byte, or a word atom
-_WORD = re.compile(r"[a-z0-9_]+")
-_WORD_BYTES = b"abcdefghijklmnopqrstuvwxyz0123456789_"
-_TO_SPACE = bytes(c if c in _WORD_BYTES else 32 for c in range(256))
-_DELETE = _WORD_BYTES + b" "
-# Symbols from rarest to commonest in benign text; a rarer one makes a better feature.
-_RANK = b"\x00\r\n`$|{}<>;\\^~@#*![]\"'()=%&?+:-,/. \t"
-_MEMO_MAX = 16_384  # distinct word tokens remembered per Matcher
-_MEMO_TOKEN_MAX = 48  # longer tokens (blobs) are not remembered
-
-
-def _feature(atom: str) -> Feature:
-    words = _WORD.findall(atom)
-    longest = max(words, key=len, default="")
-    if len(longest) >= 3 or longest == atom:
-        return longest.encode()
-    data = atom.encode("ascii", "replace")
-    return min((b for b in data if b not in _WORD_BYTES), key=_rank)
-
-
-def _rank(b: int) -> int:
-    i = _RANK.find(bytes((b,)))
-    return i if i >= 0 else len(_RANK)
-
-
-def _weight(f: Feature) -> int:
-    return len(f) if isinstance(f, bytes) else (3 if _rank(f) < 12 else 1)
-
-
-class _Gate:
-    """One rule: its regex, and the feature sets each of which a match meets."""
-
-    __slots__ = ("clauses", "detector", "order", "regex", "rule_id")
-
-    def __init__(self, order: int, rule: Rule) -> None:
-        self.order = order
-        self.rule_id = rule.id
-        self.regex = re.compile(rule.pattern or "")
-        # Without its leading guard a pattern often starts with a literal, which `re`
-        # skips to in C; it matches wherever the rule does (and more), so it runs first.
-        unguarded = _unguarded(rule.pattern or "")
-        self.detector = re.compile(unguarded) if unguarded != rule.pattern else None
-        self.clauses = tuple(frozenset(_feature(a) for a in c) for c in clauses(rule.pattern or ""))
-
-    def index_clause(self) -> frozenset[Feature]:
-        """The clause to index the rule under: the one least often met by chance."""
-        return max(self.clauses, key=lambda c: min(map(_weight, c)))
-
-
-class _Plan:
-    """The rules one kind of location runs on one form, indexed by feature."""
-
-    __slots__ = ("always", "form", "index")
-
-    def __init__(self, form: int, gates: list[_Gate]) -> None:
-        self.form = form
-        self.always = tuple(g for g in gates if not g.clauses)
-        index: dict[Feature, list[_Gate]] = {}
-        for g in gates:
-            if g.clauses:
-                for f in g.index_clause():
-                    index.setdefault(f, []).append(g)
-        self.index = {f: tuple(v) for f, v in index.items()}
+def _forms_of(rule: Rule) -> tuple[int, ...]:
+    form = "cmd" if rule.category == "rce" and rule.form == "text" else rule.form
+    return {"decoded": (_DECODED,), "cmd": (_TEXT, _CMD)}.get(form, (_TEXT,))
 
 
 class Matcher:
-    """Compiled rules for a set of categories; immutable, shared between routes
-    (its token memo is a cache of a pure function)."""
+    """Compiled rules for a set of categories; immutable, shared between routes."""
 
-    __slots__ = ("_checks", "_memo", "_plan", "_word_atoms", "categories")
+    __slots__ = (
+        "_all",
+        "_by_kind",
+        "_checks",
+        "_group_checks",
+        "_prefilters",
+        "categories",
+        "prefilter",
+    )
 
-    def __init__(self, categories: Iterable[str]) -> None:
+    def __init__(self, categories: Iterable[str], *, prefilter: bool = True) -> None:
+        """`prefilter=False`: every rule's regex on every value (the reference the
+        prefilter is tested against; ~100x slower)."""
         self.categories = tuple(sorted(set(categories)))
+        self.prefilter = prefilter
         wanted = [r for r in RULES if r.category in self.categories]
         ordered = sorted(
             (r for r in wanted if r.pattern is not None), key=lambda r: (-r.score, r.id)
         )
-        gates = {r.id: _Gate(i, r) for i, r in enumerate(ordered)}
-        by_kind_form: dict[tuple[str, int], list[_Gate]] = {}
-        for r in ordered:
-            form = "cmd" if r.category == "rce" and r.form == "text" else r.form
-            forms = {"decoded": (_DECODED,), "cmd": (_TEXT, _CMD)}.get(form, (_TEXT,))
-            for kind in r.kinds:
-                for f in forms:
-                    by_kind_form.setdefault((kind, f), []).append(gates[r.id])
-        self._plan = {
-            k: tuple(_Plan(f, by_kind_form[(k, f)]) for f in (0, 1, 2) if (k, f) in by_kind_form)
-            for k in KINDS
+        compiled = {
+            r.id: _Compiled(r.id, re.compile(r.pattern or ""), _forms_of(r)) for r in ordered
         }
-        self._word_atoms = tuple(
-            sorted(
-                {f for g in gates.values() for c in g.clauses for f in c if isinstance(f, bytes)}
-            )
-        )
-        self._memo: dict[bytes, frozenset[Feature]] = {}
+        self._by_kind = {k: tuple(compiled[r.id] for r in ordered if k in r.kinds) for k in KINDS}
+        self._all = frozenset(compiled)
+        cmd = {c.rule_id for c in compiled.values() if _CMD in c.forms}
+        dec = {c.rule_id for c in compiled.values() if _DECODED in c.forms}
+        self._prefilters = {
+            "head": Prefilter([r for r in ordered if r.kinds & _HEAD_KINDS], cmd, dec),
+            "body": Prefilter([r for r in ordered if "body" in r.kinds], cmd, dec),
+        }
         self._checks = {
             k: frozenset(r.id for r in wanted if r.pattern is None and k in r.kinds) for k in KINDS
         }
+        self._group_checks = {
+            "head": frozenset().union(*(self._checks[k] for k in _HEAD_KINDS)),
+            "body": self._checks["body"],
+        }
 
-    def features(self, text: str) -> set[Feature]:
-        """The symbol bytes of `text` and the word atoms its tokens contain."""
-        data = text.encode("ascii", "replace")
-        present: set[Feature] = set(data.translate(None, _DELETE))
-        memo = self._memo
-        for token in set(data.translate(_TO_SPACE).split()):
-            found = memo.get(token)
-            if found is None:
-                found = frozenset(a for a in self._word_atoms if a in token)
-                if len(token) <= _MEMO_TOKEN_MAX:
-                    if len(memo) >= _MEMO_MAX:
-                        memo.clear()
-                    memo[token] = found
-            if found:
-                present |= found
-        return present
+    # -- one value -----------------------------------------------------------------------
 
-    def scan(self, value: str, kind: str, location: str, hits: list[Hit]) -> None:
-        """Append a (rule id, location) for every rule `value` matches (once per rule)."""
+    def scan(
+        self,
+        value: str,
+        kind: str,
+        location: str,
+        hits: list[Hit],
+        only: Collection[int] | None = None,
+    ) -> None:
+        """Append a (rule id, location) for every rule `value` matches (once per rule);
+        with `only`, just those rules are tried (the prefilter already ruled out the rest)."""
         if is_trivial(value):
             return
         forms = normalise(value, raw=kind in ("path", "query"), path=kind == "path")
-        seen: set[int] = set()
         checks = self._checks[kind]
-        for rule_id in forms.anomalies:
-            if rule_id in checks:
-                seen.add(rule_id)
-        last_text: str | None = None
-        present: set[Feature] = set()
-        for plan in self._plan[kind]:
-            form = plan.form
-            text = forms.decoded if form == _DECODED else forms.text
-            if form == _CMD:
-                if forms.cmd is None:
+        found = [rule_id for rule_id in forms.anomalies if rule_id in checks]
+        if only is None and not self.prefilter:
+            only = self._all
+        elif only is None:
+            decoded = forms.decoded if kind != "body" else None
+            only = self._prefilters[_group(kind)].rules(forms.text, decoded)
+        if only:
+            texts = (forms.decoded, forms.text, forms.cmd)
+            for c in self._by_kind[kind]:
+                if c.rule_id not in only or c.rule_id in found:
                     continue
-                text = forms.cmd
-            if text != last_text:
-                present = self.features(text)
-                last_text = text
-            index = plan.index
-            candidates: set[_Gate] = set(plan.always)
-            for f in present:
-                gates = index.get(f)
-                if gates is not None:
-                    candidates.update(gates)
-            for g in sorted(candidates, key=_order):
-                if g.rule_id in seen:
-                    continue
-                if not all(not c.isdisjoint(present) for c in g.clauses):
-                    continue
-                if g.detector is not None and g.detector.search(text) is None:
-                    continue
-                if g.regex.search(text) is not None:
-                    seen.add(g.rule_id)
-        hits.extend((rule_id, location) for rule_id in seen)
+                for form in c.forms:
+                    text = texts[form]
+                    if text is not None and c.regex.search(text) is not None:
+                        found.append(c.rule_id)
+                        break
+        hits.extend((rule_id, location) for rule_id in found)
+
+    # -- many values ---------------------------------------------------------------------
+
+    def candidates(
+        self, joined: str, group: str, *, path_first: bool = False
+    ) -> dict[int, set[int]] | None:
+        """For values joined by SEP (none holding SEP itself), `group` 'head' or 'body'
+        (`path_first`: the first value is the request path): segment index -> rule ids
+        that may match there ({}: none anywhere). None when the joined text cannot stand
+        for its values: scan them one by one."""
+        if not self.prefilter:
+            return None
+        raw = group == "head"
+        decoded, anomalies, unescaped = decode_joined(joined, raw=raw)
+        checks = self._group_checks[group]
+        if any(a in checks for a in anomalies):
+            return None  # which value raised it: only a per-value scan can say
+        if path_first and 920271 in checks and has_control(decoded.partition(SEP)[0]):
+            return None  # the path check (SEP itself is a control character)
+        if unescaped and decoded.count(SEP) != joined.count(SEP):
+            return None  # decoding made a SEP (%02, &#2;, \x02): segments would shift
+        return self._prefilters[group].segments(decoded, with_decoded=raw)
+
+    def scan_items(self, items: Sequence[Item], hits: list[Hit]) -> None:
+        """`scan` for each item (all of the head's kinds, or all 'body'), in one pass."""
+        live = items  # (trivial values cost the joined scan nothing; `scan` skips them)
+        if len(live) <= 1 or not self.prefilter:
+            for value, kind, location in live:
+                self.scan(value, kind, location, hits)
+            return
+        group = _group(live[0][1])
+        assert all(_group(kind) == group for _, kind, _ in live), "one group per call"
+        joined = SEP.join(v for v, _, _ in live)
+        segments = None
+        if joined.count(SEP) == len(live) - 1:  # no value holds SEP
+            segments = self.candidates(joined, group, path_first=live[0][1] == "path")
+        if segments is None:
+            for value, kind, location in live:
+                self.scan(value, kind, location, hits)
+            return
+        for index in sorted(segments):
+            value, kind, location = live[index]
+            self.scan(value, kind, location, hits, only=segments[index])
 
     def flag(self, rule_id: int, kind: str, location: str, hits: list[Hit]) -> None:
         """Record a code check found outside `scan` (an unparseable body)."""
@@ -224,22 +187,16 @@ class Matcher:
             hits.append((rule_id, location))
 
     def __repr__(self) -> str:
-        rules = {g.rule_id for plans in self._plan.values() for p in plans for g in p.always}
-        rules |= {
-            g.rule_id
-            for plans in self._plan.values()
-            for p in plans
-            for v in p.index.values()
-            for g in v
-        }
+        rules = {c.rule_id for cs in self._by_kind.values() for c in cs}
         return (
             f"<Matcher categories={list(self.categories)} rules={len(rules)} "
-            f"word_atoms={len(self._word_atoms)} memo={len(self._memo)}>"
+            f"prefilter={self.prefilter} "
+            f"head={self._prefilters['head']!r} body={self._prefilters['body']!r}>"
         )
 
 
-def _order(g: _Gate) -> int:
-    return g.order
+def _group(kind: str) -> str:
+    return "body" if kind == "body" else "head"
 
 
 @functools.cache

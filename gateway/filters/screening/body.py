@@ -1,0 +1,316 @@
+"""Request bodies: which values of an inspected body prefix are scanned, and where.
+
+- JSON (`application/json`, `+json`, or no type and a leading `{`/`[`): string values
+  and keys, located by JSON path (`body:$.items[2].name`). A complete body is parsed
+  (orjson) so that one that does not parse scores 200002, as CRS's REQBODY_ERROR does;
+  then its *raw text* is what the prefilter scans, not its parsed values (visiting
+  ~200 strings in Python cost more than the whole scan): every structural '"' becomes
+  the prefilter's separator, escapes are decoded run by run (orjson), so the text is
+  exactly the document's strings (odd segments) between its punctuation and numbers
+  (even segments), and only the strings a rule may match are looked up in the parsed
+  document and scanned. A body cut at the inspection size is scanned literal by
+  literal (its last, truncated one dropped).
+- Forms (`application/x-www-form-urlencoded`): each field's name and value, by name
+  (`body:comment`); a truncated body's last field is dropped.
+- Multipart (`multipart/form-data`, RFC 7578): each complete part's field name and
+  filename, a field's value, and a file's content when it is text (a `text/*`, JSON or
+  XML type, or no type and valid UTF-8 without NUL), all at `body:<field name>`; binary
+  content is not inspected. A complete body without its boundary or closing
+  delimiter scores 200002. A truncated body's last, incomplete part is dropped.
+- `text/*`, XML, GraphQL, or no type: the text as one value (`body`).
+Other types (binary) are not inspected.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import functools
+import re
+from email.message import Message
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+
+from gateway.filters.screening.matcher import Hit, Item, Matcher
+from gateway.filters.screening.prefilter import SEP
+
+__all__ = ["pairs", "safe_name", "scan_body"]
+
+_JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
+# A run of JSON escapes; it starts with a literal so that `re` skips to it in C.
+_ESCAPE_RUN = re.compile(r"\\(?:u[0-9a-fA-F]{4}|[^u])(?:\\(?:u[0-9a-fA-F]{4}|[^u]))*")
+_UNSAFE = re.compile(r"[^\x21-\x7e]")
+_MAX_NAME = 64
+_TEXT_TYPES = ("application/json", "application/xml", "application/graphql")
+# A multipart part's header block, parsed by hand: the stdlib's email parser costs ~20
+# us a part, and 64 KiB of tiny parts would make a request cost 26 ms.
+_DISPOSITION = re.compile(r"(?im)^content-disposition:[ \t]*form-data\b([^\r\n]*)")
+_CONTENT_TYPE = re.compile(r"(?im)^content-type:[ \t]*([^;\r\n]*)")
+_PARAM = re.compile(r';\s*([\w*.-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^;\s]*))')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
+@functools.lru_cache(maxsize=4096)  # names repeat: header, cookie, parameter names
+def safe_name(name: str) -> str:
+    """A client-chosen name as it may appear in a log line: printable, short."""
+    if len(name) > _MAX_NAME:
+        name = name[:_MAX_NAME] + "..."
+    return _UNSAFE.sub(lambda m: f"\\x{ord(m.group()):02x}", name)
+
+
+def pairs(text: str, kind: str, prefix: str) -> list[Item]:
+    """`a=1&b=2` (query or form), still percent-encoded: each name and value."""
+    items: list[Item] = []
+    for piece in text.split("&"):
+        if not piece:
+            continue
+        name, _, value = piece.partition("=")
+        if "+" in piece:
+            name, value = name.replace("+", " "), value.replace("+", " ")
+        location = prefix + safe_name(unquote(name) if "%" in name else name)
+        items.append((name, kind, location))
+        if value:
+            items.append((value, kind, location))
+    return items
+
+
+def scan_body(m: Matcher, media: str, content_type: str, data: bytes, complete: bool,
+              hits: list[Hit]) -> None:  # fmt: skip
+    """Scan what `data` (the inspected prefix; `complete`: the whole body) holds."""
+    if media == "application/json" or media.endswith("+json"):
+        _scan_json(m, data, complete, hits)
+    elif media == "application/x-www-form-urlencoded":
+        text = data.decode("latin-1")
+        if not complete:
+            text = text.rpartition("&")[0]
+        m.scan_items(pairs(text, "body", "body:"), hits)
+    elif media == "multipart/form-data":
+        _scan_multipart(m, content_type, data, complete, hits)
+    elif media.startswith("text/") or media in ("application/xml", "application/graphql"):
+        m.scan(data.decode("utf-8", "replace"), "body", "body", hits)
+    elif not media:
+        if data.lstrip()[:1] in (b"{", b"["):
+            _scan_json(m, data, complete, hits)
+        else:
+            m.scan(data.decode("utf-8", "replace"), "body", "body", hits)
+
+
+# -- JSON --------------------------------------------------------------------------------
+
+
+def _scan_json(m: Matcher, data: bytes, complete: bool, hits: list[Hit]) -> None:
+    if not complete:  # each complete string literal, decoded as JSON would
+        items: list[Item] = []
+        for lit in _JSON_STRING.finditer(data.decode("utf-8", "replace")):
+            raw = lit.group(1)
+            if "\\" in raw:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    raw = orjson.loads(f'"{raw}"')
+            items.append((raw, "body", "body"))
+        m.scan_items(items, hits)
+        return
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        m.flag(200002, "body", "body", hits)
+        m.scan(data.decode("utf-8", "replace"), "body", "body", hits)
+        return
+    joined = _joined(data)
+    segments = None if joined is None else m.candidates(joined, "body")
+    if segments is None:
+        _walk(m, doc, hits)
+        return
+    if not segments:
+        return
+    parts = joined.split(SEP) if joined is not None else []
+    flagged: dict[str, set[int]] = {}
+    for index, rules in segments.items():
+        if index % 2 == 1 and index < len(parts):  # inside a string literal
+            flagged.setdefault(parts[index], set()).update(rules)
+    if flagged:
+        for value, trail in _find(doc, flagged):
+            m.scan(value, "body", _json_path(trail), hits, only=flagged[value])
+
+
+def _joined(data: bytes) -> str | None:
+    """The document's strings as they parse, between SEP (its structural quotes), with
+    its punctuation and numbers; None if that cannot be made exact."""
+    try:
+        text = data.decode("utf-8")  # orjson accepted it: valid UTF-8
+    except UnicodeDecodeError:
+        return None
+    if "\\u0002" in text:
+        return None  # a string holding SEP itself
+    joined = text.replace('"', SEP)
+    if "\\" in joined:
+        try:
+            joined = _ESCAPE_RUN.sub(_unescape, joined)
+        except orjson.JSONDecodeError:
+            return None
+    return joined
+
+
+def _unescape(m: re.Match[str]) -> str:
+    decoded: str = orjson.loads('"' + m.group().replace(SEP, '"') + '"')
+    return decoded
+
+
+def _walk(m: Matcher, doc: Any, hits: list[Hit]) -> None:
+    """Scan every string of a parsed JSON document (keys too), located by JSON path.
+    Iterative: orjson parses 1024 levels, deeper than Python's recursion limit."""
+    stack: list[tuple[Any, str]] = [(doc, "body:$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            m.scan(node, "body", path, hits)
+            continue
+        children: list[tuple[Any, str]] = []
+        if isinstance(node, dict):
+            for key, value in node.items():
+                sub = f"{path}.{safe_name(key)}"
+                m.scan(key, "body", sub, hits)
+                if isinstance(value, str | dict | list):
+                    children.append((value, sub))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, str | dict | list):
+                    children.append((value, f"{path}[{i}]"))
+        stack.extend(reversed(children))
+
+
+def _find(doc: Any, flagged: dict[str, set[int]]) -> list[tuple[str, tuple[str | int, ...]]]:
+    """The flagged strings of a parsed JSON document and where they are (the keys and
+    indexes leading there), without formatting a path for the others. Iterative."""
+    found: list[tuple[str, tuple[str | int, ...]]] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
+    while stack:
+        node, trail = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in flagged:
+                    found.append((key, (*trail, key)))
+                if isinstance(value, str):
+                    if value in flagged:
+                        found.append((value, (*trail, key)))
+                elif isinstance(value, dict | list):
+                    stack.append((value, (*trail, key)))
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                if isinstance(value, str):
+                    if value in flagged:
+                        found.append((value, (*trail, i)))
+                elif isinstance(value, dict | list):
+                    stack.append((value, (*trail, i)))
+        elif isinstance(node, str) and node in flagged:
+            found.append((node, trail))
+    return found
+
+
+def _json_path(trail: tuple[str | int, ...]) -> str:
+    return "body:$" + "".join(
+        f"[{step}]" if isinstance(step, int) else f".{safe_name(step)}" for step in trail
+    )
+
+
+# -- multipart ---------------------------------------------------------------------------
+
+
+def _scan_multipart(m: Matcher, content_type: str, data: bytes, complete: bool,
+                    hits: list[Hit]) -> None:  # fmt: skip
+    msg = Message()
+    msg["Content-Type"] = content_type
+    boundary = msg.get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        m.flag(200002, "body", "body", hits)
+        return
+    parts, ok = _parts(data, boundary.encode("latin-1", "replace"), complete)
+    if not ok:
+        m.flag(200002, "body", "body", hits)
+    items: list[Item] = []
+    for head, content in parts:
+        items.extend(_part_items(head, content))
+    m.scan_items(items, hits)
+
+
+def _parts(data: bytes, boundary: bytes, complete: bool) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The complete parts (header block, content), and whether the framing was sound."""
+    delim = b"--" + boundary
+    start = data.find(delim)
+    if start < 0 or (start > 0 and data[start - 2 : start] != b"\r\n"):
+        return [], not complete
+    out: list[tuple[bytes, bytes]] = []
+    pos = start + len(delim)
+    while True:
+        if data[pos : pos + 2] == b"--":
+            return out, True  # the closing delimiter
+        nxt = data.find(b"\r\n" + delim, pos)
+        if nxt < 0:
+            return out, not complete
+        part = data[pos:nxt]
+        part = part[2:] if part.startswith(b"\r\n") else part
+        if part.startswith(b"\r\n"):
+            head, content = b"", part[2:]  # RFC 2046 5.1.1: no header fields
+        else:
+            head, _, content = part.partition(b"\r\n\r\n")
+        out.append((head, content))
+        pos = nxt + 2 + len(delim)
+
+
+def _part_items(head: bytes, content: bytes) -> list[Item]:
+    text = head.decode("utf-8", "replace")
+    disposition = _DISPOSITION.search(text)
+    params = _params(disposition.group(1)) if disposition else {}
+    name = params.get("name", "")
+    location = "body:" + safe_name(name)
+    items: list[Item] = [(name, "body", location)] if name else []
+    # Both forms when both are given: the upstream may read either (RFC 6266 4.3).
+    filenames = {params[k] for k in ("filename", "filename*") if k in params}
+    items.extend((f, "body", location) for f in sorted(filenames))
+    filename = next(iter(filenames), None)
+    ctype_m = _CONTENT_TYPE.search(text)
+    ctype = ctype_m.group(1).strip().lower() if ctype_m else ""
+    if filename is None or _textual(ctype, content):
+        value = content.decode("utf-8", "replace")
+        if value:
+            items.append((value, "body", location))
+    return items
+
+
+def _params(header: str) -> dict[str, str]:
+    """Content-Disposition parameters (RFC 6266): quoted or token values; `name*` and
+    `filename*` in RFC 8187's charset'language'percent-encoded form, decoded."""
+    out: dict[str, str] = {}
+    for m in _PARAM.finditer(header):
+        key = m.group(1).lower()
+        value = m.group(2) if m.group(2) is not None else m.group(3)
+        if m.group(2) is not None and "\\" in value:
+            value = _QUOTED_PAIR.sub(r"\1", value)
+        if key.endswith("*"):
+            charset, _, rest = value.partition("'")
+            value = unquote(rest.partition("'")[2], encoding=_charset(charset), errors="replace")
+        out.setdefault(key, value)
+    return out
+
+
+def _charset(name: str) -> str:
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return "utf-8"
+
+
+def _textual(ctype: str, content: bytes) -> bool:
+    """A file part whose content is worth scanning as text."""
+    if ctype.startswith("text/") or ctype in _TEXT_TYPES or ctype.endswith(("+json", "+xml")):
+        return True
+    if ctype:
+        return False
+    if b"\x00" in content:
+        return False
+    try:
+        content.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
