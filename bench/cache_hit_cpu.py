@@ -37,6 +37,7 @@ from multidict import CIMultiDict
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from gateway import respond as gw_respond  # noqa: E402
 from gateway import server as gw_server  # noqa: E402
 from gateway.cache.entry import Entry  # noqa: E402
 from gateway.cache.policy import parse_cache_control  # noqa: E402
@@ -114,7 +115,7 @@ async def floor(duration_s: int) -> tuple[float, float]:
     )
 
     async def handle(request: Any) -> web.StreamResponse:
-        return gw_server.RawResponse(200, "OK", headers, BODY)
+        return gw_respond.RawResponse(200, "OK", headers, BODY)
 
     srv = gw_server.GatewayServer(
         handle,

@@ -36,7 +36,7 @@ from gateway.admin.app import make_admin_app, resolve_token, start_admin
 from gateway.admin.control import LocalControl, Target
 from gateway.admin.fanout import FanoutControl, socket_path, start_control
 from gateway.admin.ops import WorkerOps
-from gateway.config.load import config_hash, load_config
+from gateway.config.load import load_config
 from gateway.config.model import Config
 from gateway.errors import ConfigErrors
 from gateway.observability.metrics import disable_multiprocess, enable_multiprocess, mark_dead
@@ -120,7 +120,6 @@ class Supervisor:
         self.procs: list[Any] = [None] * workers
         self.ready: list[MpEvent] = [self.ctx.Event() for _ in range(workers)]
         self.stopping = False
-        self.config_hash = config_hash(path)
         self.run_dir: str | None = None  # private (0700): the workers' control sockets
 
     def spawn(self, i: int) -> None:
@@ -153,7 +152,8 @@ class Supervisor:
             "ready": all(ready) and not self.stopping,
             "workers": self.n,
             "workers_ready": sum(ready),
-            "config_hash": self.config_hash,
+            # No config hash here: workers reload by themselves (file watch, the admin
+            # API), so only they know what they serve; /api/status asks each of them.
         }
 
     def signal_all(self, sig: int) -> None:
@@ -163,8 +163,6 @@ class Supervisor:
                     os.kill(p.pid, sig)
 
     def on_hup(self) -> None:
-        with contextlib.suppress(OSError):
-            self.config_hash = config_hash(self.path)
         self.signal_all(signal.SIGHUP)
 
     async def run(self, demo: bool) -> None:

@@ -3,10 +3,10 @@
 The fast path. A hit's Reply carries a full copy of the entry's header fields (outer
 filters may read and edit them as on any reply) and, as its body, a `CachedBody`
 that also holds the entry's pre-serialised header lines plus the Age and
-Cache-Status lines. `CachedBody.head_for(headers)` hands those bytes to server.py
+Cache-Status lines. `CachedBody.head_for(headers)` hands those bytes to respond.py
 only when the reply's headers are still exactly what this module made: multidict
 versions change on every edit, so any filter that added, removed or replaced a field
-afterwards turns the fast path off for that reply and server.py formats the headers
+afterwards turns the fast path off for that reply and respond.py formats the headers
 as usual. So the optimisation can never send a field an outer filter removed.
 
 Conditionals (RFC 9110 13.1, 13.2.2): a client's If-None-Match (weak comparison),

@@ -14,7 +14,7 @@ Keys. Every entry has three names:
 Pre-serialised head. `block` is the stored header fields as HTTP/1.1 lines (latin-1),
 made once when the headers are set (stored, or refreshed by a 304), so a hit's
 response head costs one bytes concatenation instead of formatting every field again
-(server.py's RawResponse uses it when no filter changed the headers, see answer.py).
+(respond.py's RawResponse uses it when no filter changed the headers, see answer.py).
 
 Redis form (`encode` / `decode`): one string value, an orjson header object, a
 newline (JSON text holds none), then the body bytes. `stored_at` is in the clock of

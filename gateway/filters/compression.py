@@ -39,7 +39,7 @@ Modules: this one is the filter; compression_rules.py negotiation, media ranges,
 and no-transform; compression_codecs.py the codecs and CompressedStream.
 
 Shape. Reply.stream is typed as UpstreamResponse; the two body classes used offer the
-surface server.py's `_send_stream` uses (status, reason, content_length, read,
+surface respond.py's `send_stream` uses (status, reason, content_length, read,
 read_all, release, abort) and are cast to it, so server.py needs no branch for them.
 
 Known gaps: compressors buffer, so a slowly trickling body (long polling) is held back

@@ -45,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
 
@@ -92,6 +93,8 @@ LEASE_MARGIN_S = 5.0
 DEFAULT_WAIT_S = 60.0
 CHUNK_BYTES = 64 * 1024
 TRANSIENT = frozenset({408, 425, 429})
+LOG_EVERY_S = 10.0  # store failures: one log line per route per this many seconds
+
 # Framing is re-made per response; the rest is the answer as the upstream gave it.
 _UNSTORED = frozenset({"content-length", "transfer-encoding"})
 
@@ -122,6 +125,7 @@ class DedupFilter:
     __slots__ = (
         "_counts",
         "_json",
+        "_log_at",
         "_prefix",
         "header",
         "lease_s",
@@ -157,6 +161,7 @@ class DedupFilter:
         for outcome in OUTCOMES:
             COUNTS.setdefault((route, outcome), 0)
         self._counts = {o: (route, o) for o in OUTCOMES}
+        self._log_at = 0.0  # monotonic time before which store failures are not logged
 
     def _count(self, outcome: str) -> None:
         key = self._counts[outcome]
@@ -243,9 +248,16 @@ class DedupFilter:
 
     async def _unavailable(self, ex: Exchange, next: Next, err: Exception) -> Reply:
         self._count("unavailable")
-        log.warning(
-            "dedup store unavailable on route %s (id=%s): %s", self.route, ex.request_id, err
-        )
+        now = time.monotonic()  # log at most once per LOG_EVERY_S: an outage is not a flood
+        if now >= self._log_at:
+            self._log_at = now + LOG_EVERY_S
+            log.warning(
+                "dedup store unavailable on route %s (id=%s, %d request(s) so far): %s",
+                self.route,
+                ex.request_id,
+                COUNTS.get(self._counts["unavailable"], 0),
+                err,
+            )
         if self.open:
             return await next(ex)
         reply = Reply.error(

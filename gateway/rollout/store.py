@@ -15,6 +15,7 @@ local state (and still applies a rollback locally: pulling traffic is always saf
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -101,13 +102,17 @@ class RedisStateStore:
     def __init__(self, settings: RedisSettings) -> None:
         self.settings = settings
         self.prefix = f"{settings.key_prefix}rollout:"
+        self.timeout_s = settings.timeout
         self.client: AnyRedis = make_client(settings)
         self.writes = 0
         self.errors = 0
 
     async def load(self, name: str) -> Record | None:
         try:
-            raw = await self.client.get(self.prefix + name)
+            # redis-py's socket timeout does not cover every wait (a paused server
+            # accepting connections): bound the call itself, as the other stores do.
+            async with asyncio.timeout(self.timeout_s):
+                raw = await self.client.get(self.prefix + name)
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
             raise StoreUnavailable(f"rollout state: {exc}") from exc
@@ -115,9 +120,10 @@ class RedisStateStore:
 
     async def cas(self, name: str, record: Record, expected_gen: int) -> Record | None:
         try:
-            cur = await self.client.eval(
-                CAS_SCRIPT, 1, self.prefix + name, str(expected_gen), record.to_json()
-            )
+            async with asyncio.timeout(self.timeout_s):
+                cur = await self.client.eval(
+                    CAS_SCRIPT, 1, self.prefix + name, str(expected_gen), record.to_json()
+                )
         except (RedisError, OSError, TimeoutError) as exc:
             self.errors += 1
             raise StoreUnavailable(f"rollout state: {exc}") from exc
