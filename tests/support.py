@@ -126,7 +126,7 @@ async def serve_app(app: web.Application, port: int = 0) -> AsyncIterator[int]:
     await site.start()
     server = site._server
     assert server is not None
-    actual = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    actual = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     try:
         yield int(actual)
     finally:
