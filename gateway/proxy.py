@@ -51,7 +51,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict
@@ -89,9 +90,26 @@ _NONE: frozenset[str] = frozenset()
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
+# The same client, host and listener make the same Forwarded element: built once
+# (a regex match and three f-strings), bounded (least recently used dropped).
+_forwarded_element = lru_cache(maxsize=1024)(forwarded_element)
 
-def _connection_tokens(values: Iterable[str]) -> frozenset[str]:
-    return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+# Connection header values seen -> their lower-cased tokens: nearly always one of a
+# handful ("keep-alive", "close"), so parsed once; cleared when full (bounded).
+_TOKENS: dict[str, frozenset[str]] = {}
+_TOKENS_MAX = 256
+
+
+def _connection_tokens(values: Sequence[str]) -> frozenset[str]:
+    key = values[0] if len(values) == 1 else ",".join(values)
+    tokens = _TOKENS.get(key)
+    if tokens is None:
+        tokens = frozenset(t.strip().lower() for t in key.split(",") if t.strip())
+        if len(_TOKENS) >= _TOKENS_MAX:
+            _TOKENS.clear()
+        _TOKENS[key] = tokens
+    return tokens
 
 
 def filter_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -99,10 +117,15 @@ def filter_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
     Takes (name, value) pairs, a CIMultiDict's items() or an upstream's raw list.
     """
-    lowered = [(k.lower(), k, v) for k, v in headers]
-    connection = [v for lk, _, v in lowered if lk == "connection"]
-    drop = HOP_BY_HOP | _connection_tokens(connection) if connection else HOP_BY_HOP
-    return [(k, v) for lk, k, v in lowered if lk not in drop]
+    pairs = headers if isinstance(headers, list) else list(headers)
+    lowered = [k.lower() for k, _ in pairs]  # one lower() per header, no triples
+    drop = HOP_BY_HOP
+    if "connection" in lowered:
+        values = [kv[1] for lk, kv in zip(lowered, pairs, strict=True) if lk == "connection"]
+        tokens = _connection_tokens(values)
+        if not tokens <= drop:
+            drop = drop | tokens
+    return [kv for lk, kv in zip(lowered, pairs, strict=True) if lk not in drop]
 
 
 def hash_key_of(kind: str, name: str) -> HashKeyOf:
@@ -128,10 +151,12 @@ class Forwarder:
     """Per-route terminal; everything it needs is computed once at config load."""
 
     __slots__ = (
+        "_loop",
         "budget",
         "cert_headers",
         "clock",
         "connect_timeout_s",
+        "drop_sets",
         "forwarded",
         "hash_key_of",
         "max_response_bytes",
@@ -174,6 +199,7 @@ class Forwarder:
     ) -> None:
         self.upstream = upstream
         self.split = split
+        self._loop: asyncio.AbstractEventLoop | None = None  # set on the first request
         policy = retry if retry is not None else RetryPolicy()
         self.budget = budget if budget is not None else RetryBudget(policy)
         self.retry_attempts = policy.attempts
@@ -211,15 +237,28 @@ class Forwarder:
         self.untrusted_drop = _SPOOFABLE | {name.lower() for name, _ in self.cert_headers}
         self.rebuilt = _REBUILT | {request_id_header.lower()}
         self.rebuilt_and_host = self.rebuilt | {"host"}
+        # What upstream_headers drops, indexed by keep_host + 2 * trusted_peer.
+        untrusted = HOP_BY_HOP | self.untrusted_drop
+        self.drop_sets: tuple[frozenset[str], ...] = (
+            untrusted | self.rebuilt_and_host,
+            untrusted | self.rebuilt,
+            HOP_BY_HOP | self.rebuilt_and_host,
+            HOP_BY_HOP | self.rebuilt,
+        )
 
     def upstream_headers(self, ex: Exchange, pool: ConnectionPool) -> list[tuple[str, str]]:
         h = ex.headers
         trusted = ex.trusted_peer
         keep_host = self.preserve_host and "Host" in h
-        drop = self.rebuilt if keep_host else self.rebuilt_and_host
-        if not trusted:
-            drop = drop | self.untrusted_drop
-        out = [kv for kv in filter_headers(h.items()) if kv[0].lower() not in drop]
+        # One pass, one lower() per header: hop-by-hop ones, those the Connection
+        # header names, and what the gateway rebuilds (sets joined at load).
+        drop = self.drop_sets[keep_host + 2 * trusted]
+        connection = h.getall("Connection", ())
+        if connection:
+            tokens = _connection_tokens(connection)
+            if not tokens <= drop:
+                drop = drop | tokens
+        out = [kv for kv in h.items() if kv[0].lower() not in drop]
         if not keep_host:
             out.append(("Host", pool.spec.host_header))
         host = h.get("Host", ex.host)
@@ -233,7 +272,7 @@ class Forwarder:
                 out.append(("X-Forwarded-Proto", ex.scheme))
                 out.append(("X-Forwarded-Host", host))
         if self.forwarded:
-            element = forwarded_element(ex.peer_ip, ex.scheme, host, ex.listener)
+            element = _forwarded_element(ex.peer_ip, ex.scheme, host, ex.listener)
             out.append(("Forwarded", _append(h, "Forwarded", element) if trusted else element))
         out.append(("Via", _append(h, "Via", self.via)))
         out.append((self.request_id_header, ex.request_id))
@@ -323,7 +362,11 @@ class Forwarder:
     async def _forward(
         self, ex: Exchange, target: str, now: float, up: Upstream, key_of: HashKeyOf | None
     ) -> Reply:
-        loop = asyncio.get_running_loop()
+        # The loop is kept (as the pool keeps it): on Python 3.11 each
+        # asyncio.get_running_loop() makes a getpid() syscall (its fork check).
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
         deadline = None
         if self.total_timeout_s > 0:
             deadline = loop.time() + self.total_timeout_s
@@ -443,8 +486,9 @@ class Forwarder:
                     f"upstream announced {resp.content_length} bytes, over {limit}"
                 )
             resp.limit_body(limit)
-        headers: CIMultiDict[str] = CIMultiDict(filter_headers(resp.headers))
-        headers.add("Via", self.via)
+        kept = filter_headers(resp.headers)
+        kept.append(("Via", self.via))
+        headers: CIMultiDict[str] = CIMultiDict(kept)
         if ex.upgrade and resp.status == 101:
             headers["Connection"] = "upgrade"
             headers["Upgrade"] = next((v for k, v in resp.headers if k.lower() == "upgrade"), "")

@@ -212,14 +212,23 @@ class RawResponse(web.StreamResponse):
         *,
         keep_alive: bool = True,
     ) -> None:
-        super().__init__(status=status, reason=reason)
+        # Not StreamResponse.__init__ (header copy and validation, reason checks), as
+        # in `prebuilt`: the reason is llhttp's or HTTPStatus's (no CR/LF).
+        self._state = {}
+        self._headers = CIMultiDict()
+        self._status = status
+        self._reason = reason
         self._gw_keep_alive = keep_alive
         line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {reason}\r\n".encode("latin-1")
-        head = [f"{k}: {v}\r\n" for k, v in headers.items()]
+        # "name: value" joined in C (map over the pairs), one CRLF after each line.
+        lines = "\r\n".join(map(": ".join, headers.items()))
         if "Date" not in headers:
-            head.append(f"Date: {_DateCache.get()}\r\n")
-        head.append(f"Content-Length: {len(body)}\r\n\r\n")
-        self._raw = line + "".join(head).encode("latin-1") + body
+            tail = f"\r\nDate: {_DateCache.get()}\r\nContent-Length: {len(body)}\r\n\r\n"
+        else:
+            tail = f"\r\nContent-Length: {len(body)}\r\n\r\n"
+        if not lines:
+            tail = tail[2:]
+        self._raw = b"".join((line, (lines + tail).encode("latin-1"), body))
 
     @classmethod
     def prebuilt(cls, status: int, reason: str, head: bytes, body: bytes) -> RawResponse:

@@ -244,7 +244,7 @@ class Handler:
             peer_ip, request.headers.getall("X-Forwarded-For", ())
         )
         # A request id is believed only from a trusted proxy; anyone else gets ours.
-        rid = (trusted and request.headers.get(rid_header)) or f"{getrandbits(128):032x}"
+        rid = (trusted and request.headers.get(rid_header)) or getrandbits(128).to_bytes(16).hex()
         # Only add up the header bytes when aiohttp's per-line limit does not already
         # rule out exceeding the total (the common case: a handful of headers).
         if len(raw) * srv.max_header_field > srv.max_header_size and (
