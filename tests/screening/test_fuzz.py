@@ -18,7 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.filters.screening import RULES, Matcher
-from gateway.filters.screening.normalise import _fold, _nfkc, decode, forms, normalise
+from gateway.filters.screening.normalise import (
+    _fold,
+    _nfkc,
+    decode,
+    decode_latin1,
+    forms,
+    normalise,
+)
 from gateway.filters.screening.prefilter import SEP
 from tests.screening.support import Upstream, exchange, screening_filter
 
@@ -101,6 +108,19 @@ def test_pathological_inputs_end(value: str) -> None:
     f = normalise(value, raw=True, path=True)
     assert time.process_time() - started < 5.0  # linear work; seconds would mean a blow-up
     assert len(f.text) <= 18 * len(value)  # NFKC expands a character at most 18-fold
+
+
+@SETTINGS
+@given(values)
+def test_decode_latin1_is_decode_where_it_answers(value: str) -> None:
+    """The joined body's one-pass decoding (Latin-1, nothing to decode) equals decode."""
+    fast = decode_latin1(value)
+    decoded, anomalies = decode(value)
+    if fast is not None:
+        assert fast.decode("latin-1") == decoded
+        assert anomalies == ()
+    elif value.isascii() and value.isprintable() and not set(value) & set("%&\\"):
+        pytest.fail("a value with nothing to decode was refused")
 
 
 # -- the prefilter on random requests ---------------------------------------------------

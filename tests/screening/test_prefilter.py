@@ -18,7 +18,8 @@ import pytest
 
 from gateway.filters.screening import RULES, Matcher, ScreeningFilter
 from gateway.filters.screening.body import _joined
-from gateway.filters.screening.prefilter import SEP, relax
+from gateway.filters.screening.normalise import normalise
+from gateway.filters.screening.prefilter import SEP, relax, tolerant
 from gateway.filters.screening.rules import KINDS
 from tests.screening.support import Upstream, exchange, screening_filter
 
@@ -142,6 +143,24 @@ JSON_BODIES: list[tuple[str, Any]] = [
     ("duplicate-keys", '{"a": "<script>", "a": "fine"}'),
     ("deep", {"a": [[[[{"b": [["../../etc/passwd"]]}]]]]}),
     ("benign-prose", {"t": "Don't select the union plan; it's worse (or is it?)."}),
+    # quotes inside words: the rce patterns are quote-tolerant, no second buffer
+    ("quote-in-command", {"a": "x; c'a't /etc/passwd"}),
+    ("quotes-around-command", {"a": 'x; "cat" /etc/passwd', "b": "x|'w'h'o'a'm'i"}),
+    ("caret-and-backslash", {"a": "x && w^ho\\ami -a", "b": "x; c^m^d /c dir"}),
+    ("quote-in-windows-command", {"a": "c\"m\"d.exe /c calc"}),
+    ("ifs-and-dollar-at", {"a": "x;cat${IFS}/etc/passwd", "b": "x;c$@at /etc/passwd"}),
+    ("benign-apostrophes-only", {"a": "it's Zoë's cat's bowl; don't", "b": "O'Brien"}),
+    # non-ASCII: Latin-1 (the one-pass decoding), beyond it, and what that refuses
+    ("latin1-benign", {"a": "Crème brûlée à la carte", "b": "naïve café"}),
+    ("latin1-attack", {"a": "Zoë' UNION SELECT pw FROM users--"}),
+    ("beyond-latin1", {"a": "日本語 \u2014 \uff1cscript\uff1ealert(1)"}),
+    ("latin1-nfkc", {"a": "x\u00a0union\u00a0select 1", "b": "\u00aa\u00b2\u00bd"}),
+    ("latin1-fold-grows", {"a": "stra\u00dfe; \u00dfh /etc/x", "b": "\u00b5 union select 1"}),
+    # bodies whose values need decoding (percent, entities, escapes) and look-alikes
+    ("percent", {"a": "%3Cscript%3Ealert(1)", "b": "100% sure"}),
+    ("entities", {"a": "&lt;script&gt;", "b": "&ltscript>", "c": "&#x3c;svg onload=x>"}),
+    ("ampersands-in-urls", {"u": "https://x.org/?a=1&utm_source=app&ref=cart&amp=1"}),
+    ("js-escapes", {"a": "\\x3cscript\\x3e"}),
 ]  # fmt: skip
 
 
@@ -167,6 +186,12 @@ def test_json_bodies_decide_the_same(doc: Any) -> None:
         pytest.param(b'{"a": "x\\\\"}', "{\x02a\x02: \x02x\\\x02}", id="escaped-backslash"),
         pytest.param(b'["\\ud83d\\ude00\\u00e9"]', "[\x02\U0001f600\u00e9\x02]", id="escapes"),
         pytest.param(b'["\\u0002"]', None, id="sep-escaped"),
+        pytest.param(
+            b'{"a\\"": "x\\ny\\tz", "b": "\\u00e9 \\\\ \\/"}',
+            '{\x02a"\x02: \x02x\ny\tz\x02, \x02b\x02: \x02\u00e9 \\ /\x02}',
+            id="several-escape-runs",
+        ),
+        pytest.param(b'["x", "\\u0041\\u0002"]', None, id="sep-escaped-in-a-run"),
     ],
 )
 def test_joined_json_is_the_documents_strings(body: bytes, expected: str | None) -> None:
@@ -175,6 +200,50 @@ def test_joined_json_is_the_documents_strings(body: bytes, expected: str | None)
     if joined is not None:
         strings = _strings(orjson.loads(body))
         assert joined.split(SEP)[1::2] == strings
+
+
+# Corpus values with command-line characters put inside their words, as an evasion would.
+JUNKED = [v[:i] + junk + v[i:] for v in VALUES[:400] for i, junk in ((1, "'"), (3, '"'), (2, "^"))]
+
+
+def test_tolerant_rules_match_the_text_where_the_command_line_form_matches() -> None:
+    """What the cmd buffer no longer needs to be built for: a cmd-form rule's tolerant
+    pattern, on the text form, matches wherever its relaxed pattern matches the text
+    with quotes, backslashes and carets deleted."""
+    from gateway.filters.screening.matcher import _CMD, _forms_of
+
+    pairs = [
+        (re.compile(relax(r.pattern)), re.compile(tolerant(relax(r.pattern))))
+        for r in RULES
+        if r.pattern is not None and _CMD in _forms_of(r)
+    ]
+    assert len(pairs) >= 8
+    found = 0
+    for value in VALUES + JUNKED:
+        text = normalise(value).text
+        deleted = text.translate(_DELETE)
+        for loose, tolerant_re in pairs:
+            if loose.search(deleted) is not None:
+                found += 1
+                assert tolerant_re.search(text) is not None, (loose.pattern[:40], value)
+    assert found > 100
+
+
+_DELETE = str.maketrans("", "", "\"'\\^")
+
+
+@pytest.mark.parametrize(
+    ("relaxed", "expected"),
+    [
+        pytest.param("ab", "a{J}b{J}", id="literals"),
+        pytest.param(r"\s*x+", r"(?:\s{J})*(?:x{J})+", id="quantified-atoms"),
+        pytest.param("(?:a|bc){1,3}?", "(?:a{J}|b{J}c{J}){1,3}?", id="group-quantifier-kept"),
+        pytest.param(r"[;|]\$\(", r"[;|]{J}\${J}\({J}", id="classes-and-escapes"),
+    ],
+)
+def test_tolerant_lets_junk_follow_every_atom(relaxed: str, expected: str) -> None:
+    assert tolerant(relaxed) == expected.replace("{J}", "[\"'\\\\^]*")
+    assert re.fullmatch(tolerant(relaxed), "") is None or relaxed.endswith("?")
 
 
 @pytest.mark.parametrize(
@@ -236,3 +305,25 @@ def test_joined_path_falls_back_where_it_cannot_stand(doc: Any, joinable: bool) 
     joined = _joined(body)
     assert joined is not None
     assert (FAST.candidates(joined, "body") is not None) is joinable
+
+
+def test_flagged_strings_cut_by_spans_equal_the_split_ones() -> None:
+    """body._flagged: the segments' spans from the scan (the Latin-1 one-pass buffer)
+    cut out the same strings as splitting the joined text does, on every JSON body of
+    both corpora that a rule flags."""
+    from gateway.filters.screening.body import _flagged
+
+    checked = 0
+    for rows in ROWS.values():
+        for row in rows:
+            body = (row["body"] or "").encode()
+            if not body.lstrip().startswith((b"{", b"[")):
+                continue
+            joined = _joined(body)
+            spans: dict[int, tuple[int, int]] = {}
+            segments = None if joined is None else FAST.candidates(joined, "body", spans=spans)
+            if not segments or joined is None:
+                continue
+            assert _flagged(joined, segments, spans) == _flagged(joined, segments, {})
+            checked += bool(spans)
+    assert checked > 50

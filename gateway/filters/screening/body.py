@@ -8,8 +8,10 @@
   the prefilter's separator, escapes are decoded run by run (orjson), so the text is
   exactly the document's strings (odd segments) between its punctuation and numbers
   (even segments), and only the strings a rule may match are looked up in the parsed
-  document and scanned. A body cut at the inspection size is scanned literal by
-  literal (its last, truncated one dropped).
+  document and scanned (cut out of the text by the spans the scan reports, and looked
+  up by a walk that stops once it has found as many as the text holds). A body cut
+  at the inspection size is scanned literal by literal (its last, truncated one
+  dropped).
 - Forms (`application/x-www-form-urlencoded`): each field's name and value, by name
   (`body:comment`); a truncated body's last field is dropped.
 - Multipart (`multipart/form-data`, RFC 7578): each complete part's field name and
@@ -118,20 +120,40 @@ def _scan_json(m: Matcher, data: bytes, complete: bool, hits: list[Hit]) -> None
         m.scan(data.decode("utf-8", "replace"), "body", "body", hits)
         return
     joined = _joined(data)
-    segments = None if joined is None else m.candidates(joined, "body")
-    if segments is None:
+    spans: dict[int, tuple[int, int]] = {}
+    segments = None if joined is None else m.candidates(joined, "body", spans=spans)
+    if segments is None or joined is None:
         _walk(m, doc, hits)
         return
     if not segments:
         return
-    parts = joined.split(SEP) if joined is not None else []
-    flagged: dict[str, set[int]] = {}
-    for index, rules in segments.items():
-        if index % 2 == 1 and index < len(parts):  # inside a string literal
-            flagged.setdefault(parts[index], set()).update(rules)
+    flagged = _flagged(joined, segments, spans)
     if flagged:
-        for value, trail in _find(doc, flagged):
+        # Every occurrence in the text (SEP around: string segments are never adjacent,
+        # so none is missed; an equal non-string segment only counts one too many).
+        expected = sum(joined.count(f"{SEP}{value}{SEP}") for value in flagged)
+        for value, trail in _find(doc, flagged, expected):
             m.scan(value, "body", _json_path(trail), hits, only=flagged[value])
+
+
+def _flagged(
+    joined: str, segments: dict[int, set[int]], spans: dict[int, tuple[int, int]]
+) -> dict[str, set[int]]:
+    """The flagged strings (odd segments: inside a string literal) -> their rules; cut
+    out of `joined` by their spans where known (splitting 4 KB into its ~300 segments
+    costs ~10 us), else by splitting."""
+    odd = [index for index in segments if index % 2 == 1]
+    values: list[str | None]
+    if all(index in spans for index in odd):
+        values = [joined[slice(*spans[index])] for index in odd]
+    else:
+        parts = joined.split(SEP)
+        values = [parts[index] if index < len(parts) else None for index in odd]
+    flagged: dict[str, set[int]] = {}
+    for index, value in zip(odd, values, strict=True):
+        if value is not None:
+            flagged.setdefault(value, set()).update(segments[index])
+    return flagged
 
 
 def _joined(data: bytes) -> str | None:
@@ -141,19 +163,40 @@ def _joined(data: bytes) -> str | None:
         text = data.decode("utf-8")  # orjson accepted it: valid UTF-8
     except UnicodeDecodeError:
         return None
-    if "\\u0002" in text:
-        return None  # a string holding SEP itself
     joined = text.replace('"', SEP)
-    if "\\" in joined:
+    if "\\" in joined:  # (a string holding SEP itself can only write it `\u0002`)
         try:
-            joined = _ESCAPE_RUN.sub(_unescape, joined)
-        except orjson.JSONDecodeError:
+            joined = _unescape_runs(joined)
+        except (orjson.JSONDecodeError, _HoldsSep):
             return None
     return joined
 
 
+def _unescape_runs(joined: str) -> str:
+    """Each run of escapes decoded; found with str.find (memchr), which is ~10x faster
+    than `re` looking for the runs' first character itself."""
+    out: list[str] = []
+    pos = 0
+    find, match = joined.find, _ESCAPE_RUN.match
+    while (i := find("\\", pos)) >= 0:
+        m = match(joined, i)
+        if m is None:  # (orjson accepted the document: every '\\' starts an escape)
+            raise orjson.JSONDecodeError("not an escape", joined, i)
+        out.append(joined[pos:i])
+        out.append(_unescape(m))
+        pos = m.end()
+    out.append(joined[pos:])
+    return "".join(out)
+
+
+class _HoldsSep(Exception):
+    """An escape run decodes to SEP: the joined text would have a segment too many."""
+
+
 def _unescape(m: re.Match[str]) -> str:
     decoded: str = orjson.loads('"' + m.group().replace(SEP, '"') + '"')
+    if SEP in decoded:
+        raise _HoldsSep
     return decoded
 
 
@@ -180,12 +223,16 @@ def _walk(m: Matcher, doc: Any, hits: list[Hit]) -> None:
         stack.extend(reversed(children))
 
 
-def _find(doc: Any, flagged: dict[str, set[int]]) -> list[tuple[str, tuple[str | int, ...]]]:
+def _find(
+    doc: Any, flagged: dict[str, set[int]], expected: int
+) -> list[tuple[str, tuple[str | int, ...]]]:
     """The flagged strings of a parsed JSON document and where they are (the keys and
-    indexes leading there), without formatting a path for the others. Iterative."""
+    indexes leading there), without formatting a path for the others. Iterative; stops
+    once `expected` occurrences are found (the text's count: a duplicate key makes it
+    more than the document holds, and the walk then simply goes to the end)."""
     found: list[tuple[str, tuple[str | int, ...]]] = []
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(doc, ())]
-    while stack:
+    while stack and len(found) < expected:
         node, trail = stack.pop()
         if isinstance(node, dict):
             for key, value in node.items():

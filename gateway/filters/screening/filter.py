@@ -18,6 +18,7 @@ Counters on the object (`counters`) until the metrics issue exports them.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 
@@ -35,6 +36,17 @@ __all__ = ["ReplayBody", "ScreeningCounters", "ScreeningFilter"]
 log = logging.getLogger("gateway.screening")
 
 _NEVER_HEADERS = frozenset({"cookie", "authorization", "proxy-authorization"})
+
+
+@functools.lru_cache(maxsize=1024)  # header names repeat from request to request
+def _header_location(name: str) -> str | None:
+    """'header:<name>' for a header that is inspected, None for one that never is."""
+    return None if name.lower() in _NEVER_HEADERS else f"header:{safe_name(name)}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _cookie_location(name: str) -> str:
+    return f"cookie:{safe_name(name)}"
 
 
 class ReplayBody:
@@ -142,8 +154,9 @@ class ScreeningFilter:
         h = ex.headers
         if self._all_headers:
             for name, value in h.items():
-                if name.lower() not in _NEVER_HEADERS:
-                    items.append((value, "header", f"header:{safe_name(name)}"))
+                location = _header_location(name)
+                if location is not None:
+                    items.append((value, "header", location))
         else:
             for name, location in self._headers:
                 for value in h.getall(name, ()):
@@ -153,7 +166,7 @@ class ScreeningFilter:
                 for part in header.split(";"):
                     name, _, value = part.strip().partition("=")
                     if value:
-                        items.append((value, "cookie", f"cookie:{safe_name(name)}"))
+                        items.append((value, "cookie", _cookie_location(name)))
         self.matcher.scan_items(items, hits)
 
     # -- the body ------------------------------------------------------------------------

@@ -33,11 +33,12 @@ from typing import NamedTuple
 
 from gateway.filters.screening.normalise import (
     decode_joined,
+    decode_latin1,
     has_control,
     is_trivial,
     normalise,
 )
-from gateway.filters.screening.prefilter import SEP, Prefilter
+from gateway.filters.screening.prefilter import LATIN1_BUFFER_TABLE, SEP, Prefilter
 from gateway.filters.screening.rules import KINDS, RULES, Rule
 
 __all__ = ["Hit", "Item", "Matcher", "compile_rules"]
@@ -59,7 +60,11 @@ class _Compiled(NamedTuple):
 
 
 def _forms_of(rule: Rule) -> tuple[int, ...]:
-    form = "cmd" if rule.category == "rce" and rule.form == "text" else rule.form
+    # The shell-command rules (932xxx) see the command-line form too, as CRS applies
+    # t:cmdLine to its 932 rules only: quotes or carets inside a PHP function name or a
+    # template expression (933, 934) do not make the code run.
+    shell = rule.category == "rce" and rule.id // 1000 == 932
+    form = "cmd" if shell and rule.form == "text" else rule.form
     return {"decoded": (_DECODED,), "cmd": (_TEXT, _CMD)}.get(form, (_TEXT,))
 
 
@@ -141,18 +146,26 @@ class Matcher:
     # -- many values ---------------------------------------------------------------------
 
     def candidates(
-        self, joined: str, group: str, *, path_first: bool = False
+        self,
+        joined: str,
+        group: str,
+        *,
+        path_first: bool = False,
+        spans: dict[int, tuple[int, int]] | None = None,
     ) -> dict[int, set[int]] | None:
         """For values joined by SEP (none holding SEP itself), `group` 'head' or 'body'
         (`path_first`: the first value is the request path): segment index -> rule ids
         that may match there ({}: none anywhere). None when the joined text cannot stand
-        for its values: scan them one by one."""
+        for its values: scan them one by one. `spans`: filled, where the scan can say,
+        with each flagged segment's (start, end) in `joined` (Prefilter.segments)."""
         if not self.prefilter:
             return None
         raw = group == "head"
+        if not raw and (latin1 := decode_latin1(joined, LATIN1_BUFFER_TABLE)) is not None:
+            return self._prefilters[group].segments(latin1, with_decoded=False, spans=spans)
         decoded, anomalies, unescaped = decode_joined(joined, raw=raw)
         checks = self._group_checks[group]
-        if any(a in checks for a in anomalies):
+        if anomalies and any(a in checks for a in anomalies):
             return None  # which value raised it: only a per-value scan can say
         if path_first and 920271 in checks and has_control(decoded.partition(SEP)[0]):
             return None  # the path check (SEP itself is a control character)
@@ -167,9 +180,8 @@ class Matcher:
             for value, kind, location in live:
                 self.scan(value, kind, location, hits)
             return
-        group = _group(live[0][1])
-        assert all(_group(kind) == group for _, kind, _ in live), "one group per call"
-        joined = SEP.join(v for v, _, _ in live)
+        group = _group(live[0][1])  # (callers pass one group: the head's kinds, or body)
+        joined = SEP.join([v for v, _, _ in live])
         segments = None
         if joined.count(SEP) == len(live) - 1:  # no value holds SEP
             segments = self.candidates(joined, group, path_first=live[0][1] == "path")

@@ -10,23 +10,30 @@ What is scanned. Values are joined with SEP (\x02) and decoded once as a whole
 text with every non-ASCII character replaced by an ASCII proxy of the same regex
 class (whitespace -> ' ', decimal digit -> '0', other alphanumeric -> 'a', anything
 else -> \x01; one bytes.translate for Latin-1 text), its whitespace collapsed as the
-text form's is; it is scanned with every rule. The *cmd buffer* (the command-line
-form's deletions: quotes, `\\`, `^`, `$@`, `${IFS}`), when it differs, is scanned
-with the rules matched on that form; the *decoded buffer* (line breaks intact; head
-values only), when it differs, with the rules matched on the decoded form. Three
-special patterns in the text database say, for free, whether the first buffer was
-not yet collapsed (then it is, and scanned again), whether a cmd buffer can differ,
-and whether `/*` occurs (SQL comment removal could cross values: the caller scans
-value by value). A hit's end offset says which value it lies in: the number of SEP
-before it.
+text form's is; it is scanned with every rule, the rules also matched on the
+command-line form (quotes, `\\`, `^` deleted) in their `tolerant` form: those
+characters may follow any atom, so `c'a't` matches as `cat` does and no second buffer
+is made for them (a body of prose is full of apostrophes: a second buffer and scan
+cost ~5 us per 4 KB; the tolerant patterns ~1.5 us). The *cmd buffer* (the form's
+other rewrites, `$@` deleted and `${IFS}` as a space), only when one occurs, is scanned
+with those rules; the *decoded buffer* (line breaks intact; head values only), when it
+differs, with the rules matched on the decoded form. Three special patterns in the
+text database say, for free, whether the first buffer was not yet collapsed (then it
+is, and scanned again), whether a cmd buffer is needed, and whether `/*` occurs (SQL
+comment removal could cross values: the caller scans value by value). A hit's end
+offset says which value it lies in: the number of SEP before it. A body's buffer
+comes from normalise.decode_latin1 (bytes, one pass) when its text is Latin-1 with
+nothing to decode.
 
 Why it cannot miss (the prefilter may only cost, never change a verdict):
 - `relax(pattern)` deletes every zero-width assertion (`^ $ \\b \\B \\A \\Z` and
   look-arounds); deleting an assertion only widens what a pattern matches. Value edges
   (`^`, `$`) thus need no counterpart in the joined buffer.
 - Each value's text form is a contiguous piece of the text buffer (segment-locality
-  above; no `/*`, so no comment to remove) and its
-  command-line form a piece of the cmd buffer; the proxies match every class the
+  above; no `/*`, so no comment to remove) and its command-line form is that piece
+  with some characters deleted (quotes, `\\`, `^`: a tolerant pattern matches the
+  piece wherever its relaxed pattern matches the deleted form) or, with `$@` or
+  `${IFS}`, a piece of the cmd buffer; the proxies match every class the
   original character matches in Python's Unicode `re` (`\\w`, `\\d`, `\\s`, `.`, the
   rules' negated classes) and no ASCII literal, and Python's `\\s` characters outside
   ASCII whitespace (\\x1c-\\x1f) become ' ' as the text form makes them.
@@ -46,20 +53,22 @@ from __future__ import annotations
 
 import codecs
 import functools
+import operator
 import re
-from bisect import bisect_left
 from collections.abc import Collection, Sequence
 from typing import Any
 
 import hyperscan
 
+from gateway.filters.screening.normalise import LATIN1_FOLD
 from gateway.filters.screening.rules import Rule
 
-__all__ = ["SEP", "Prefilter", "relax"]
+__all__ = ["LATIN1_BUFFER_TABLE", "SEP", "Prefilter", "relax", "tolerant"]
 
 SEP = "\x02"
 _SEP_BYTE = b"\x02"
 _MAX_EVENTS = 4096
+_END = operator.itemgetter(1)
 _FLAGS = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_DOTALL
 
 
@@ -88,6 +97,8 @@ codecs.register_error(_PROXY, _proxy)
 # turns every whitespace run into one space).
 _LATIN1 = "".join(chr(c) if c < 128 else _proxy_char(chr(c)) for c in range(256))
 _DECODED_TABLE = _LATIN1.translate(str.maketrans("\x1c\x1d\x1e\x1f", "    ")).encode("ascii")
+# normalise.decode_latin1's case folding and the decoded buffer's translation in one.
+LATIN1_BUFFER_TABLE = LATIN1_FOLD.translate(_DECODED_TABLE)
 _TEXT_TABLE = _DECODED_TABLE.translate(bytes.maketrans(b"\t\n\x0b\x0c\r", b" " * 5))
 _SPACES = re.compile(b"  +")
 _CMD_DROP = re.compile(rb"[\"'\\^]|\$@")
@@ -136,6 +147,58 @@ def relax(pattern: str) -> str:
     return "".join(out)
 
 
+# What the command-line form deletes, as a pattern: `tolerant` lets it occur after every
+# atom, so the text buffer matches wherever its command-line form would.
+_JUNK = "[\"'\\\\^]*"
+_COUNT = re.compile(r"\{\d*(?:,\d*)?\}")
+
+
+def tolerant(relaxed: str) -> str:
+    """`relaxed` (no assertions left) with `["'\\^]*` after every atom: it matches a text
+    wherever `relaxed` matches that text with those characters deleted (`c'a't` as
+    `cat`), so one scan of the text buffer stands for its command-line form too."""
+    out: list[str] = []
+    i, n = 0, len(relaxed)
+    while i < n:
+        c = relaxed[i]
+        if c == "\\":
+            atom, i = relaxed[i : i + 2], i + 2
+        elif c == "[":
+            j = _class_end(relaxed, i)
+            atom, i = relaxed[i:j], j
+        elif c == "(":
+            j = i + 3 if relaxed.startswith("(?:", i) else i + 1
+            out.append(relaxed[i:j])
+            i = j
+            continue
+        elif c == "|":
+            out.append(c)
+            i += 1
+            continue
+        elif c == ")":
+            q, i = _quantifier(relaxed, i + 1)
+            out.append(")" + q)  # (the group's atoms already end with _JUNK)
+            continue
+        else:  # '.' or a literal character
+            atom, i = c, i + 1
+        q, i = _quantifier(relaxed, i)
+        out.append(f"(?:{atom}{_JUNK}){q}" if q else atom + _JUNK)
+    return "".join(out)
+
+
+def _quantifier(p: str, i: int) -> tuple[str, int]:
+    """The quantifier (and its lazy mark) at `i`, if any, and the index after it."""
+    if i < len(p) and p[i] in "*+?":
+        j = i + 1
+    elif (m := _COUNT.match(p, i)) is not None:
+        j = m.end()
+    else:
+        return "", i
+    if j < len(p) and p[j] == "?":
+        j += 1
+    return p[i:j], j
+
+
 def _class_end(p: str, i: int) -> int:
     """The index after the character class that opens at `i`."""
     j = i + 1
@@ -175,13 +238,18 @@ def _group_end(p: str, i: int) -> int:
 _WS_ID, _CMD_ID, _COMMENT_ID = 1, 2, 3
 _SPECIALS = [
     (_WS_ID, rb"  |[\t\n\x0b\x0c\r\x1c-\x1f]"),
-    (_CMD_ID, rb"[\"'\\^$]"),
+    (_CMD_ID, rb"\$(?:@|\{ifs\}|ifs)"),  # what `tolerant` does not stand for
     (_COMMENT_ID, rb"/\*"),  # the joined text form is not its values' text forms
 ]
 
 
-def _database(rules: Sequence[Rule], specials: bool = False) -> Any:
-    patterns = [(r.id, relax(r.pattern).encode()) for r in rules if r.pattern is not None]
+def _database(rules: Sequence[Rule], cmd: Collection[int], specials: bool = False) -> Any:
+    """The relaxed patterns of `rules`, those in `cmd` made `tolerant`."""
+    patterns = [
+        (r.id, (tolerant(relax(r.pattern)) if r.id in cmd else relax(r.pattern)).encode())
+        for r in rules
+        if r.pattern is not None
+    ]
     if specials:
         patterns += _SPECIALS
     if not patterns:
@@ -224,9 +292,9 @@ class Prefilter:
         self, rules: Sequence[Rule], cmd: Collection[int], decoded: Collection[int]
     ) -> None:
         self.rule_ids = frozenset(r.id for r in rules if r.pattern is not None)
-        self._text = _database(rules, specials=True)
-        self._cmd = _database([r for r in rules if r.id in cmd])
-        self._decoded = _database([r for r in rules if r.id in decoded])
+        self._text = _database(rules, cmd, specials=True)
+        self._cmd = _database([r for r in rules if r.id in cmd], cmd)
+        self._decoded = _database([r for r in rules if r.id in decoded], ())
 
     def _scan(self, db: Any, buf: bytes) -> _Events:
         ev = _Events(buf)
@@ -234,11 +302,16 @@ class Prefilter:
             db.scan(buf, match_event_handler=_add_event, context=ev)
         return ev
 
-    def _all(self, value: str, *, collapsed: bool, decoded: str | None) -> list[_Events]:
+    def _all(self, value: str | bytes, *, collapsed: bool, decoded: str | None) -> list[_Events]:
         """Scan the buffers of `value` (its text form if `collapsed`, else a decoded form
         whose text form is it with whitespace collapsed; `decoded`: also scan that)."""
         # Untranslated whitespace, if any, makes _WS_ID hit: then the text form is made.
-        raw = value.encode("ascii") if value.isascii() else _ascii(value, _DECODED_TABLE)
+        if isinstance(value, bytes):  # decode_latin1(..., LATIN1_BUFFER_TABLE): the buffer
+            raw = value
+        elif value.isascii():
+            raw = value.encode("ascii")
+        else:
+            raw = _ascii(value, _DECODED_TABLE)
         first = self._scan(self._text, raw)
         out = [first]
         text = first.buf
@@ -266,12 +339,25 @@ class Prefilter:
             for rule_id, _ in ev.events
         }
 
-    def segments(self, decoded: str, *, with_decoded: bool) -> dict[int, set[int]] | None:
-        """For SEP-joined values whose joined decoded form is `decoded`: segment index
+    def segments(
+        self,
+        decoded: str | bytes,
+        *,
+        with_decoded: bool,
+        spans: dict[int, tuple[int, int]] | None = None,
+    ) -> dict[int, set[int]] | None:
+        """For SEP-joined values whose joined decoded form is `decoded` (a str, or
+        bytes: its buffer, from decode_latin1(joined, LATIN1_BUFFER_TABLE)): segment index
         -> the rule ids matching in it; None when the scan reported too many matches to
-        be worth locating, or the text holds `/*`."""
+        be worth locating, or the text holds `/*`. `spans`, for bytes (one byte per
+        character of the joined text): filled with each flagged segment's (start, end)
+        in the joined text, unless whitespace had to be collapsed (offsets moved)."""
         try:
-            scans = self._all(decoded, collapsed=False, decoded=decoded if with_decoded else None)
+            also = None
+            if with_decoded:
+                assert isinstance(decoded, str), "a head's decoded form is a str"
+                also = decoded
+            scans = self._all(decoded, collapsed=False, decoded=also)
         except hyperscan.ScanTerminated:
             return None
         if _COMMENT_ID in scans[0].specials:
@@ -281,14 +367,18 @@ class Prefilter:
             if not ev.events:
                 continue
             buf = ev.buf
-            if len(ev.events) <= 16:  # count the separators before each match's end
-                for rule_id, to in ev.events:
-                    out.setdefault(buf.count(_SEP_BYTE, 0, to - 1), set()).add(rule_id)
-                continue
-            seps = [m.start() for m in re.finditer(_SEP_BYTE, buf)]
-            for rule_id, to in ev.events:
-                # The separators before the match's last character: its segment.
-                out.setdefault(bisect_left(seps, to - 1), set()).add(rule_id)
+            aligned = spans if buf is decoded else None
+            # The separators before a match's last character: its segment. Counted
+            # from one match's end to the next's: one pass over the buffer in all.
+            segment = pos = 0
+            for rule_id, to in sorted(ev.events, key=_END):
+                segment += buf.count(_SEP_BYTE, pos, to - 1)
+                pos = to - 1
+                out.setdefault(segment, set()).add(rule_id)
+                if aligned is not None and segment not in aligned:
+                    end = buf.find(_SEP_BYTE, pos)
+                    start = buf.rfind(_SEP_BYTE, 0, pos) + 1
+                    aligned[segment] = (start, len(buf) if end < 0 else end)
         return out
 
     def __repr__(self) -> str:

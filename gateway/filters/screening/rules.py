@@ -10,8 +10,10 @@ snippet) is a warning that only blocks together with something else.
 
 Patterns see the *normalised* value (gateway/filters/screening/normalise.py): URL and
 HTML entities decoded, NFKC, lower case, SQL comments replaced by a space, whitespace
-collapsed to one space. The rce category sees the command-line form as well (quotes,
-backslashes and carets removed, `${IFS}` as a space), as CRS's `t:cmdLine` does.
+collapsed to one space. The shell-command rules (932xxx) see the command-line form as
+well (quotes, backslashes and carets removed, `${IFS}` as a space), as CRS's
+`t:cmdLine` does for its 932 rules; the PHP and template rules (933, 934) do not (a
+quote inside a PHP function name does not make it run).
 
 Rules with `pattern=None` are checks done in code by the normaliser (NUL, invalid
 percent-encoding or UTF-8, an unparseable body); they are listed here so that ids,
@@ -39,7 +41,7 @@ class Rule(NamedTuple):
     description: str
     kinds: frozenset[str] = ALL_KINDS
     # The form matched (normalise.py): "text" (collapsed), "decoded" (line breaks kept),
-    # "cmd" (text and its command-line form); the rce category's default is "cmd".
+    # "cmd" (text and its command-line form); the 932xxx rules' default is "cmd".
     form: str = "text"
 
 
