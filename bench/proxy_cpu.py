@@ -1,6 +1,8 @@
 """CPU per proxied small GET: the gateway's own cost, not the machine's speed.
 
     .venv/bin/python bench/proxy_cpu.py [--duration 5] [--rounds 3] [--profile out.pstats]
+        [--scenario small-get|screening|screening-plain]
+                                        [--access-log]
 
 GATEWAY_TREE=/some/copy runs a copy of the tree instead (for A/B runs interleaved in
 the same machine state).
@@ -13,6 +15,8 @@ by the requests wrk completed: far steadier on a busy machine than requests/s,
 because waiting for a core costs no CPU time. With --profile the measured run is
 also profiled with cProfile (the figure is then inflated by the profiler: read the
 profile for shares, the plain run for the figure); the dump is sorted by own time.
+With --access-log the gateway writes `access_log: {mode: full}` to a file in the temp
+dir (run with and without it: the difference is the log's cost per request).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import yaml
 ROOT = Path(os.environ.get("GATEWAY_TREE") or Path(__file__).resolve().parents[1])
 sys.path.insert(0, str(ROOT))
 
+from bench.run import SCENARIOS  # noqa: E402
 from gateway.worker import Worker  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -81,9 +86,32 @@ def start_nginx(prefix: Path, port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+# --scenario screening / screening-plain: wrk runs this Lua script (POST of the body).
+WRK_SCRIPT: list[str] = []
+
+
+def post_script(tmp: Path, body: bytes) -> Path:
+    """A wrk Lua script POSTing `body` as application/json (as bench/run.py's)."""
+    (tmp / "request-body.json").write_bytes(body)
+    script = tmp / "post.lua"
+    script.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{tmp / "request-body.json"}", "rb")\n'
+        'wrk.body = f:read("*a")\nf:close()\n'
+    )
+    return script
+
+
 async def wrk(url: str, duration_s: int) -> int:
     proc = await asyncio.create_subprocess_exec(
-        *PIN_OTHERS, "wrk", "-t1", "-c50", f"-d{duration_s}s", url, stdout=asyncio.subprocess.PIPE
+        *PIN_OTHERS,
+        "wrk",
+        "-t1",
+        "-c50",
+        f"-d{duration_s}s",
+        *WRK_SCRIPT,
+        url,
+        stdout=asyncio.subprocess.PIPE,
     )
     out, _ = await proc.communicate()
     text = out.decode()
@@ -105,7 +133,9 @@ async def wait_port(port: int) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-async def one_round(url: str, duration_s: int, prof: cProfile.Profile | None) -> float:
+async def one_round(
+    url: str, duration_s: int, prof: cProfile.Profile | None, label: str = "small-get"
+) -> float:
     """One measured wrk run; prints and returns the us of CPU per request."""
     t0, w0 = os.times(), time.perf_counter()
     if prof is not None:
@@ -117,7 +147,7 @@ async def one_round(url: str, duration_s: int, prof: cProfile.Profile | None) ->
     user_s, sys_s = t1.user - t0.user, t1.system - t0.system
     cpu_s = user_s + sys_s
     print(
-        f"gateway small-get: {cpu_s * 1e6 / n:6.1f} us CPU/request (user {user_s * 1e6 / n:.1f}"
+        f"gateway {label}: {cpu_s * 1e6 / n:6.1f} us CPU/request (user {user_s * 1e6 / n:.1f}"
         f" + sys {sys_s * 1e6 / n:.1f})  {n / wall_s:8,.0f} req/s  ({n} requests, "
         f"{cpu_s:.2f} s CPU in {wall_s:.2f} s){' [profiled]' if prof else ''}",
         flush=True,
@@ -137,6 +167,14 @@ async def measure(args: argparse.Namespace, tmp: Path) -> None:
             "upstreams": {"bench": {"endpoints": [f"http://127.0.0.1:{up_port}"]}},
             "routes": [{"name": "all", "match": {"path": {"prefix": "/"}}, "upstream": "bench"}],
         }
+        if args.scenario != "small-get":
+            sc = SCENARIOS["screening"]
+            WRK_SCRIPT[:] = ["-s", str(post_script(tmp, sc.request_body))]
+            if args.scenario == "screening":
+                cfg["routes"][0]["screening"] = sc.screening
+        log_file = tmp / "access.log"
+        if args.access_log:
+            cfg["access_log"] = {"mode": "full", "output": str(log_file)}
         path = tmp / "gateway.yaml"
         path.write_text(yaml.safe_dump(cfg))
         worker = Worker(path)
@@ -147,12 +185,15 @@ async def measure(args: argparse.Namespace, tmp: Path) -> None:
             prof = cProfile.Profile() if args.profile else None
             figures = []
             for _ in range(args.rounds):
-                figures.append(await one_round(url, args.duration, prof))
+                figures.append(await one_round(url, args.duration, prof, args.scenario))
         finally:
             await worker.stop()
     finally:
         nginx.terminate()
         nginx.wait()
+    if args.access_log:
+        with log_file.open("rb") as f:
+            print(f"access log: {sum(1 for _ in f)} lines written")
     if args.rounds > 1:
         figures.sort()
         print(f"median {figures[len(figures) // 2]:.1f} us CPU/request, min {figures[0]:.1f}")
@@ -171,7 +212,16 @@ def main() -> None:
     parser.add_argument(
         "--pin", action="store_true", help="gateway on CPU 0, nginx and wrk on CPU 1"
     )
+    parser.add_argument(
+        "--access-log", action="store_true", help="access_log mode full, to a temp file"
+    )
     parser.add_argument("--top", type=int, default=40, help="profile rows to print")
+    parser.add_argument(
+        "--scenario",
+        choices=("small-get", "screening", "screening-plain"),
+        default="small-get",
+        help="small GET; or POST ~4 KB JSON with screening, or the same route without",
+    )
     args = parser.parse_args()
     if args.pin:
         os.sched_setaffinity(0, {0})

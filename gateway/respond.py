@@ -3,7 +3,8 @@
 - Small complete bodies (errors, small proxied bodies, cache hits) go out in one
   buffer: `RawResponse` joins the status line, the headers and the body and writes
   them with one transport.write, skipping aiohttp's header re-validation; a cache hit
-  whose headers no filter touched reuses its pre-serialised head (`cache_hit`).
+  whose headers no filter touched reuses its pre-serialised head (`cache_hit`), and
+  server.py's fast path sends the same bytes (`fast_hit_response`).
 - Larger or unknown-length bodies are relayed chunk by chunk (`send_stream`): each
   write waits for the socket to drain, bounded by `server.send_timeout`, so a client
   that stops reading cannot hold the upstream connection; an upstream failure before
@@ -31,6 +32,7 @@ from gateway.exchange import Reply
 from gateway.requestcheck import Refusal
 
 if TYPE_CHECKING:
+    from gateway.cache.entry import Entry
     from gateway.upstream import UpstreamResponse
 
 log = logging.getLogger("gateway.server")
@@ -177,18 +179,27 @@ _STATUS_LINES = {
 
 
 class _DateCache:
-    """The IMF-fixdate Date header value, formatted once per second."""
+    """The IMF-fixdate Date header value (and its header line), formatted once per second."""
 
     second = 0
     value = ""
+    line = b""
 
     @classmethod
     def get(cls) -> str:
         now = int(time.time())
         if now != cls.second:
-            cls.second = now
             cls.value = formatdate(now, usegmt=True)
+            cls.line = f"Date: {cls.value}\r\n".encode("latin-1")
+            cls.second = now
         return cls.value
+
+    @classmethod
+    def get_line(cls) -> bytes:
+        """b"Date: <value>\\r\\n"."""
+        if int(time.time()) != cls.second:
+            cls.get()
+        return cls.line
 
 
 class RawResponse(web.StreamResponse):
@@ -278,8 +289,40 @@ def cache_hit(request: BaseRequest, reply: Reply, rid_header: str, rid: str) -> 
         return None
     body: bytes = cast(Any, up).body()
     up.release()
-    head += f"{rid_header}: {rid}\r\n".encode("latin-1")
-    return RawResponse.prebuilt(status, up.reason, head, body)
+    return hit_response(status, up.reason, head, body, rid_header, rid)
+
+
+def hit_response(
+    status: int, reason: str, head: bytes, body: bytes, rid_header: str, rid: str
+) -> RawResponse:
+    """A cache hit from its pre-serialised head plus the request id (`cache_hit`)."""
+    return RawResponse.prebuilt(
+        status, reason, head + f"{rid_header}: {rid}\r\n".encode("latin-1"), body
+    )
+
+
+def fast_hit_response(entry: Entry, head: bytes, rid_header: str, rid: str) -> RawResponse:
+    """What `cache_hit` sends for the same hit (tests/cache/test_fast_path.py compares
+    the bytes), for server.py's fast path (CacheFilter.fast_hit gave `head`): the
+    status line + head and the Content-Length line are kept on the entry (`wire`) for
+    as long as `head` is the same object, so a hit joins five pieces and formats one."""
+    wire = entry.wire
+    if wire is None or wire[0] is not head:
+        status = entry.status
+        line = _STATUS_LINES.get(status) or f"HTTP/1.1 {status} {entry.reason}\r\n".encode(
+            "latin-1"
+        )
+        cl = f"Content-Length: {len(entry.body)}\r\n\r\n".encode("latin-1")
+        wire = entry.wire = (head, line + head, cl)
+    self = RawResponse.__new__(RawResponse)  # as in RawResponse.prebuilt
+    self._state = {}
+    self._headers = CIMultiDict()
+    self._status = entry.status
+    self._reason = entry.reason
+    self._gw_keep_alive = True
+    rid_line = f"{rid_header}: {rid}\r\n".encode("latin-1")
+    self._raw = b"".join((wire[1], rid_line, _DateCache.get_line(), wire[2], entry.body))
+    return self
 
 
 class _RawClientReader:

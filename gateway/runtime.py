@@ -50,7 +50,7 @@ from gateway.config.overload_model import Overload
 from gateway.filters import HeaderFilter, ScreeningFilter, SizeFilter
 from gateway.filters.auth import build_auth_filter
 from gateway.filters.bans import BanFilter, BanGuard
-from gateway.filters.cache import CacheFilter
+from gateway.filters.cache import CacheFilter, fast_path_filter
 from gateway.filters.compression import CompressionFilter
 from gateway.filters.cors import CorsFilter
 from gateway.filters.dedup import DedupFilter
@@ -236,6 +236,7 @@ class Runtime:
             filters = route_filters(rcfg, stores, guard, cache, overload=overload, dedup=dedup)
             by_route[rcfg.name] = filters
             route.handler = compile_chain(filters, forwarder)
+            route.cache_fast = fast_path_filter(filters)  # server.py answers its hits
             routes.append(route)
         runtime = cls(
             config,

@@ -4,7 +4,9 @@ Only this module (and the admin app) touches aiohttp types. `Handler.handle` tur
 an aiohttp request into an Exchange, runs the matched route's compiled chain, and
 writes the Reply back: small complete bodies in one write, everything else streamed
 chunk by chunk with backpressure (each `await resp.write` waits for the socket to
-drain, and the upstream is only read when the client has taken the last chunk).
+drain, and the upstream is only read when the client has taken the last chunk). A
+fresh cache hit on a route with nothing before the cache is answered before any
+Exchange exists (the fast path, gateway/filters/cache.py).
 
 `GatewayProtocol` extends aiohttp's RequestHandler with what a public edge needs and
 aiohttp lacks:
@@ -46,9 +48,11 @@ from gateway.observability.metrics import NO_ROUTE, REQUESTS
 from gateway.requestcheck import Refusal, check_transfer_encoding, check_version, origin_form
 from gateway.respond import (
     BYTES_OUT,
+    SMALL_BODY_BYTES,
     Response,
     cache_hit,
     close_after,
+    fast_hit_response,
     host_without_port,
     plain,
     redirect_to_https,
@@ -59,6 +63,7 @@ from gateway.respond import (
 from gateway.tls.facts import facts_from_ssl_object
 
 if TYPE_CHECKING:
+    from gateway.cache.entry import Entry
     from gateway.runtime import Runtime
 
 log = logging.getLogger("gateway.server")
@@ -197,12 +202,19 @@ class ClientBody:
         self._timeout_s = timeout_s
 
     async def read(self) -> bytes:
+        content = self._request.content
         try:
+            if not self._continue:
+                # Bytes already buffered (or the end already seen): handed out without
+                # arming a timer, as readany would (same exceptions, same bytes).
+                data = content.read_nowait()
+                if data or content.is_eof():
+                    return data
             async with asyncio.timeout(self._timeout_s):
                 if self._continue:
                     self._continue = False
                     await self._request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                return await self._request.content.readany()
+                return await content.readany()
         except TimeoutError:
             raise RequestTimeout(f"client sent no body bytes for {self._timeout_s:g} s") from None
         except ConnectionError as exc:
@@ -240,9 +252,11 @@ class Handler:
         transport = request.transport
         peer = transport.get_extra_info("peername") if transport is not None else None
         peer_ip = peer[0] if peer else ""
-        client_ip, trusted = rt.trusted.resolve(
-            peer_ip, request.headers.getall("X-Forwarded-For", ())
-        )
+        client_ip, trusted = peer_ip, False
+        if rt.trusted.networks:  # none configured (common): no X-Forwarded-For to read
+            client_ip, trusted = rt.trusted.resolve(
+                peer_ip, request.headers.getall("X-Forwarded-For", ())
+            )
         # A request id is believed only from a trusted proxy; anyone else gets ours.
         rid = (trusted and request.headers.get(rid_header)) or getrandbits(128).to_bytes(16).hex()
         # Only add up the header bytes when aiohttp's per-line limit does not already
@@ -274,12 +288,32 @@ class Handler:
         except Refusal as exc:
             return refusal(request, exc, rid_header, rid)
         path, _, query = target.partition("?")
-        headers: CIMultiDict[str] = CIMultiDict(request.headers)
+        req_headers = request.headers
         # Not request.host: without a Host header aiohttp would resolve our own FQDN.
-        host = host_without_port(headers.get("Host", "")).lower()
+        host = host_without_port(req_headers.get("Host", "")).lower()
         method = request.method
         t0 = perf_counter()
-        route = rt.table.match(host, path, method, headers)
+        route = rt.table.match(host, path, method, req_headers)
+        if (  # a fresh cache hit on a route with no filter before the cache: no chain
+            route is not None
+            and route.cache_fast is not None
+            and method == "GET"
+            and version is HttpVersion11
+            and request.keep_alive
+            and not request.body_exists
+        ):
+            found = route.cache_fast.fast_hit(
+                host, path, query, self.scheme, req_headers, SMALL_BODY_BYTES
+            )
+            if found is not None:
+                entry, head = found
+                fast = fast_hit_response(entry, head, rid_header, rid)
+                seconds = perf_counter() - t0
+                REQUESTS.observe(route.name, method, entry.status, seconds)
+                if (alog := self.access_log) is not None:
+                    _log_hit(alog, rid, client_ip, path, query, route.name, entry, seconds)
+                return fast
+        headers: CIMultiDict[str] = CIMultiDict(req_headers)
         if route is None:
             REQUESTS.observe(NO_ROUTE, method, 404, perf_counter() - t0)
             missing = Reply.error(404, "no_route", "no route matches", rid)
@@ -407,6 +441,35 @@ def _log_access(
         state=st,
         region=REQUESTS.region_of(st) if st else None,
         cache=cache,
+    )
+
+
+def _log_hit(
+    log: AccessLog,
+    rid: str,
+    client_ip: str,
+    path: str,
+    query: str,
+    route: str,
+    entry: Entry,
+    seconds: float,
+) -> None:
+    """The access log line of a fast-path cache hit: what `_log_access` writes for the
+    same hit on the full path (no body in, the entry's body out, no upstream state)."""
+    log.record(
+        request_id=rid,
+        client=client_ip,
+        method="GET",
+        path=path,
+        query=query,
+        status=entry.status,
+        bytes_in=0,
+        bytes_out=len(entry.body),
+        seconds=seconds,
+        route=route,
+        state={},
+        region=None,
+        cache="hit",
     )
 
 

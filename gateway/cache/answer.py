@@ -8,6 +8,8 @@ only when the reply's headers are still exactly what this module made: multidict
 versions change on every edit, so any filter that added, removed or replaced a field
 afterwards turns the fast path off for that reply and respond.py formats the headers
 as usual. So the optimisation can never send a field an outer filter removed.
+`hit_head` formats the head (memoised per Age second) for both this and the
+server's fast path (gateway/filters/cache.py), so both send the same lines.
 
 Conditionals (RFC 9110 13.1, 13.2.2): a client's If-None-Match (weak comparison),
 else If-Modified-Since, matching a 2xx entry is answered 304 with the fields a 304
@@ -28,7 +30,7 @@ from gateway.exchange import Exchange, Reply
 if TYPE_CHECKING:
     from gateway.upstream import UpstreamResponse
 
-__all__ = ["CHUNK_BYTES", "CachedBody", "answer", "not_modified"]
+__all__ = ["CHUNK_BYTES", "CachedBody", "answer", "hit_head", "not_modified"]
 
 CHUNK_BYTES = 64 * 1024
 AGE = istr("Age")
@@ -67,19 +69,27 @@ class CachedBody(MemoryResponse):
         return f"<CachedBody {self.status} {self.content_length} bytes>"
 
 
-def answer(ex: Exchange, entry: Entry, now: float, status_text: str) -> Reply:
-    """The stored response, or a 304 when the client's conditional says it has it."""
-    h = entry.md.copy()
+def hit_head(entry: Entry, now: float, status_text: str) -> tuple[str, str, bytes]:
+    """(Age value, Cache-Status value, the entry's header lines with both appended).
+
+    The one place a hit's head is formatted: `answer` and the server's fast path
+    (`CacheFilter.fast_hit`) both use it, so both send the same bytes."""
     age_s = int(entry.age(now))
     memo = entry.memo  # hits within one second of Age share their formatted fields
     if memo is not None and memo[0] == age_s and memo[1] == status_text:
-        _, _, age, cache_status, head = memo
-    else:
-        age = str(age_s)
-        cache_status = "gateway; " + status_text
-        lines = f"Age: {age}\r\nCache-Status: {cache_status}\r\n"
-        head = entry.block + lines.encode("latin-1")
-        entry.memo = (age_s, status_text, age, cache_status, head)
+        return memo[2], memo[3], memo[4]
+    age = str(age_s)
+    cache_status = "gateway; " + status_text
+    lines = f"Age: {age}\r\nCache-Status: {cache_status}\r\n"
+    head = entry.block + lines.encode("latin-1")
+    entry.memo = (age_s, status_text, age, cache_status, head)
+    return age, cache_status, head
+
+
+def answer(ex: Exchange, entry: Entry, now: float, status_text: str) -> Reply:
+    """The stored response, or a 304 when the client's conditional says it has it."""
+    h = entry.md.copy()
+    age, cache_status, head = hit_head(entry, now, status_text)
     h[AGE] = age
     h[CACHE_STATUS] = cache_status
     rh = ex.headers

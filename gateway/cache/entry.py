@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 
 import orjson
-from multidict import CIMultiDict
+from multidict import CIMultiDict, MultiMapping
 
 from gateway.cache.policy import CacheControl, parse_cache_control
 
@@ -36,7 +36,7 @@ __all__ = ["ENTRY_OVERHEAD_BYTES", "Entry", "secondary_key"]
 ENTRY_OVERHEAD_BYTES = 256
 
 
-def secondary_key(primary: str, vary: tuple[str, ...], h: CIMultiDict[str]) -> str:
+def secondary_key(primary: str, vary: tuple[str, ...], h: MultiMapping[str]) -> str:
     """The entry key for a request: primary + the values of the Vary-named headers."""
     if not vary:
         return primary + "\x01"
@@ -52,6 +52,7 @@ class Entry:
         "body",
         "cc",
         "etag",
+        "fast",
         "headers",
         "key",
         "last_modified",
@@ -66,6 +67,7 @@ class Entry:
         "tags",
         "url",
         "vary",
+        "wire",
     )
 
     def __init__(
@@ -106,6 +108,10 @@ class Entry:
         self.md: CIMultiDict[str] = CIMultiDict(headers)
         # answer.py: (age s, Cache-Status text, Age value, Cache-Status value, head bytes)
         self.memo: tuple[int, str, str, str, bytes] | None = None
+        # filters/cache.py fast_hit: (age s, ttl s, head bytes) of the last fresh hit
+        self.fast: tuple[int, int, bytes] | None = None
+        # respond.py fast_hit_response: (head, status line + head, Content-Length line)
+        self.wire: tuple[bytes, bytes, bytes] | None = None
         self.block = "".join(f"{k}: {v}\r\n" for k, v in headers).encode("latin-1", "replace")
         self.cc = cc
         self.lifetime = lifetime  # freshness lifetime, seconds

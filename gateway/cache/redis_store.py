@@ -45,7 +45,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-from multidict import CIMultiDict
+from multidict import MultiMapping
 from redis.exceptions import RedisError
 
 from gateway.cache.entry import Entry, secondary_key
@@ -168,19 +168,19 @@ class RedisCacheStore:
 
     # -- lookups ----------------------------------------------------------------------
 
-    def lookup_now(self, primary: str, h: CIMultiDict[str]) -> Entry | None:
+    def lookup_now(self, primary: str, h: MultiMapping[str]) -> Entry | None:
         return None  # no in-process layer: see the module note
 
     def known(self, primary: str) -> bool:
         return primary in self._hints
 
-    async def lookup(self, primary: str, h: CIMultiDict[str]) -> Entry | None:
+    async def lookup(self, primary: str, h: MultiMapping[str]) -> Entry | None:
         entry = await self._call("lookup", lambda: self._lookup(primary, h), self.timeout_s)
         if entry is not None:
             self.hits += 1
         return entry
 
-    async def _lookup(self, primary: str, h: CIMultiDict[str]) -> Entry | None:
+    async def _lookup(self, primary: str, h: MultiMapping[str]) -> Entry | None:
         p = self.prefix
         client = cast(Any, self.client)
         hint = self._hints.get(primary)

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
 from gateway.cache.entry import ENTRY_OVERHEAD_BYTES, Entry, secondary_key
 
@@ -47,9 +47,9 @@ class CacheStore(Protocol):
     immediate: bool
     bytes: int  # bytes of entries held in this process (0 for Redis)
 
-    def lookup_now(self, primary: str, h: CIMultiDict[str]) -> Entry | None: ...
+    def lookup_now(self, primary: str, h: MultiMapping[str]) -> Entry | None: ...
 
-    async def lookup(self, primary: str, h: CIMultiDict[str]) -> Entry | None: ...
+    async def lookup(self, primary: str, h: MultiMapping[str]) -> Entry | None: ...
 
     def known(self, primary: str) -> bool: ...
 
@@ -130,7 +130,7 @@ class MemoryStore:
             self._entries.move_to_end(key)
         return entry
 
-    def lookup_now(self, primary: str, h: CIMultiDict[str]) -> Entry | None:
+    def lookup_now(self, primary: str, h: MultiMapping[str]) -> Entry | None:
         vary = self._vary.get(primary)
         if vary is None:
             return None
@@ -140,7 +140,7 @@ class MemoryStore:
             self._entries.move_to_end(key)
         return entry
 
-    async def lookup(self, primary: str, h: CIMultiDict[str]) -> Entry | None:
+    async def lookup(self, primary: str, h: MultiMapping[str]) -> Entry | None:
         return self.lookup_now(primary, h)
 
     # -- writes ----------------------------------------------------------------------

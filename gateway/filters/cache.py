@@ -26,6 +26,14 @@ instance). Per request:
    when its body ends, never before; a body cut short is not stored.
 
 Hits (gateway/cache/answer.py) answer a client's own conditional with a 304.
+
+The server's fast path. On a route where nothing runs before the cache
+(`fast_path_filter`, computed at load into Route.cache_fast), server.py asks
+`fast_hit` before it builds an Exchange: a fresh memory hit for a plain GET (no
+Range, request Cache-Control or conditional) is written straight from the entry's
+pre-serialised head (respond.py fast_hit_response), with the same bytes, counters,
+metrics and access log line as the chain would give it (tests/cache/test_fast_path.py);
+anything else takes the chain.
 `Cache-Status` (RFC 9211) says what happened: `gateway; hit; ttl=N`,
 `gateway; fwd=miss; fwd-status=200; stored`, `gateway; fwd=stale; fwd-status=304`,
 `gateway; fwd=stale; fwd-status=503; detail=stale-if-error`, ... "stored" is said when
@@ -44,12 +52,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
-from multidict import CIMultiDict, istr
+from multidict import CIMultiDict, MultiMapping, istr
 
 from gateway.cache.admission import TeeStream, judge, merge_304
-from gateway.cache.answer import answer
+from gateway.cache.answer import answer, hit_head
 from gateway.cache.entry import Entry, secondary_key
 from gateway.cache.policy import (
     CacheControl,
@@ -61,12 +70,12 @@ from gateway.cache.store import CacheStore
 from gateway.config.cache_model import Cache
 from gateway.errors import GatewayError
 from gateway.exchange import Exchange, Reply
-from gateway.pipeline import Next
+from gateway.pipeline import FILTER_ORDER, Filter, Next
 
 if TYPE_CHECKING:
     from gateway.upstream import UpstreamResponse
 
-__all__ = ["COLLAPSE_WAIT_S", "CacheFilter", "TeeStream"]
+__all__ = ["COLLAPSE_WAIT_S", "CacheFilter", "TeeStream", "fast_path_filter"]
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +141,9 @@ class CacheFilter:
 
     def primary_key(self, ex: Exchange) -> str:
         """`host/path?query` (the purge key), then route, scheme, key headers."""
-        query = ex.query
+        return self._primary(ex.host, ex.path, ex.query, ex.scheme, ex.headers)
+
+    def _primary(self, host: str, path: str, query: str, scheme: str, h: MultiMapping[str]) -> str:
         if self._query is not None and query:
             order = self._query
             parts = [p for p in query.split("&") if p.partition("=")[0] in order]
@@ -140,12 +151,65 @@ class CacheFilter:
             query = "&".join(parts)
         elif self._query is not None:
             query = ""
-        url = f"{ex.host}{ex.path}?{query}" if query else ex.host + ex.path
+        url = f"{host}{path}?{query}" if query else host + path
         if not self._key_headers:
-            return f"{url}\x00{self.route}\x00{ex.scheme}\x00"
-        h = ex.headers
+            return f"{url}\x00{self.route}\x00{scheme}\x00"
         hv = "\x00".join(",".join(h.getall(n, ())) for n in self._key_headers)
-        return f"{url}\x00{self.route}\x00{ex.scheme}\x00{hv}"
+        return f"{url}\x00{self.route}\x00{scheme}\x00{hv}"
+
+    # -- the server's fast path ---------------------------------------------------
+
+    def fast_hit(
+        self,
+        host: str,
+        path: str,
+        query: str,
+        scheme: str,
+        h: MultiMapping[str],
+        max_body_bytes: int,
+    ) -> tuple[Entry, bytes] | None:
+        """A fresh memory hit for a plain GET, as (entry, head lines); None: the chain.
+
+        For server.py, on routes where `fast_path_filter` found nothing before this
+        filter, before any Exchange exists. Exactly the hits `__call__` would answer
+        with `answer` and respond.py would send from the pre-serialised head: no
+        Range, no request Cache-Control, no conditional (a 304 is the chain's), a
+        fresh entry without no-cache, a status with a body, at most `max_body_bytes`.
+        Anything else returns None having changed nothing but the entry's LRU place,
+        and the request takes the full path (which looks it up again)."""
+        store = self._store
+        if (
+            not store.immediate
+            or RANGE in h
+            or CACHE_CONTROL in h
+            or IF_NONE_MATCH in h
+            or IF_MODIFIED_SINCE in h
+        ):
+            return None
+        entry = store.lookup_now(self._primary(host, path, query, scheme, h), h)
+        if entry is None:
+            return None
+        status = entry.status
+        if status < 200 or status == 204 or status == 304 or len(entry.body) > max_body_bytes:
+            return None
+        now = store.clock()
+        resident_s = now - entry.stored_at  # entry.age(now), inlined (same floats)
+        age = entry.age0 + (resident_s if resident_s > 0.0 else 0.0)
+        ttl = entry.lifetime - age
+        if ttl <= 0 or entry.cc.no_cache:
+            return None
+        counts = self.counts
+        counts["hit"] += 1
+        counts["served_bytes"] += len(entry.body)
+        # The head depends on (Age, ttl) in whole seconds: reuse it within one second.
+        age_s = int(age)
+        ttl_s = int(ttl)
+        fast = entry.fast
+        if fast is not None and fast[0] == age_s and fast[1] == ttl_s:
+            return entry, fast[2]
+        head = hit_head(entry, now, f"hit; ttl={ttl_s}")[2]
+        entry.fast = (age_s, ttl_s, head)
+        return entry, head
 
     # -- the request -----------------------------------------------------------
 
@@ -422,3 +486,22 @@ class CacheFilter:
             f"<CacheFilter route={self.route} max_entry={self._limit} "
             f"inflight={len(self._inflight)} counts={self.counts} store={self._store!r}>"
         )
+
+
+# Filters that run inside the cache (after it in FILTER_ORDER): a hit never reaches them.
+_INSIDE_CACHE = frozenset(FILTER_ORDER[FILTER_ORDER.index("cache") + 1 :])
+
+
+def fast_path_filter(filters: Mapping[str, Filter]) -> CacheFilter | None:
+    """The route's CacheFilter when nothing runs before it (set on Route.cache_fast at
+    load, gateway/runtime.py): then a hit's answer depends on the request and the
+    entry alone, and server.py may answer it without building an Exchange. Any filter
+    before the cache (auth, rate limits, bans, CORS, headers, size, screening,
+    overload, or one added to FILTER_ORDER later) could refuse or change the answer:
+    None, every request takes the chain."""
+    cache = filters.get("cache")
+    if not isinstance(cache, CacheFilter):
+        return None
+    if any(name != "cache" and name not in _INSIDE_CACHE for name in filters):
+        return None
+    return cache

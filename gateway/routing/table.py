@@ -25,10 +25,11 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from multidict import CIMultiDict
+from multidict import MultiMapping
 
 if TYPE_CHECKING:
     from gateway.config.model import Route as RouteConfig
+    from gateway.filters.cache import CacheFilter
 
 
 class _HeaderRule:
@@ -40,7 +41,7 @@ class _HeaderRule:
         self.regex = re.compile(regex) if regex is not None else None
         self.present = present
 
-    def ok(self, headers: CIMultiDict[str]) -> bool:
+    def ok(self, headers: MultiMapping[str]) -> bool:
         if self.present is not None:
             return (self.name in headers) is self.present
         values = headers.getall(self.name, ())
@@ -54,6 +55,7 @@ class Route:
     """One route, compiled. `handler` (the filter chain) is set by the runtime."""
 
     __slots__ = (
+        "cache_fast",
         "config",
         "handler",
         "header_rules",
@@ -83,8 +85,11 @@ class Route:
         self.rewrite = _compile_rewrite(config)
         self.upstream: Any = None  # the runtime's upstream object for config.upstream
         self.handler: Callable[[Any], Awaitable[Any]] | None = None
+        # The route's CacheFilter when no filter runs before it (set by the runtime,
+        # gateway/filters/cache.py fast_path_filter): server.py answers fresh hits directly.
+        self.cache_fast: CacheFilter | None = None
 
-    def matches(self, path: str, method: str, headers: CIMultiDict[str]) -> bool:
+    def matches(self, path: str, method: str, headers: MultiMapping[str]) -> bool:
         if self.methods is not None and method not in self.methods:
             return False
         if self.path_prefix is not None:
@@ -155,7 +160,7 @@ class RouteTable:
                     self._exact.setdefault(h, []).append(r)
         self._wildcards = sorted(wild.items(), key=lambda kv: -len(kv[0]))
 
-    def match(self, host: str, path: str, method: str, headers: CIMultiDict[str]) -> Route | None:
+    def match(self, host: str, path: str, method: str, headers: MultiMapping[str]) -> Route | None:
         routes = self._exact.get(host)
         if routes:
             for r in routes:

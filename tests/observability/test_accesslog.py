@@ -138,6 +138,33 @@ def test_full_queue_drops_and_counts(tmp_path: Path, opened: list[AccessLog]) ->
         os.close(reader)
 
 
+@pytest.mark.parametrize("path_bytes", [10, 1000, 5000], ids=["short", "1k", "over-pipe-buf"])
+def test_pipe_gets_whole_lines(tmp_path: Path, opened: list[AccessLog], path_bytes: int) -> None:
+    """Short lines and lines longer than PIPE_BUF mixed, through a pipe: every line
+    arrives whole and in order (writes cut at line ends)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        log = make(opened, mode="full", output=str(fifo))
+        ids = [f"r{i}" for i in range(12)]  # ~40 KB at most: within the pipe's buffer
+        for i, rid in enumerate(ids):
+            record(log, request_id=rid, path="/" + "x" * (path_bytes if i % 3 else 5))
+        log.close()
+        text = b""
+        while True:
+            try:
+                chunk = os.read(reader, 1 << 16)
+            except BlockingIOError:
+                break
+            if not chunk:
+                break
+            text += chunk
+        assert [orjson.loads(line)["request_id"] for line in text.splitlines()] == ids
+    finally:
+        os.close(reader)
+
+
 def test_reopen_after_rotation(tmp_path: Path, opened: list[AccessLog]) -> None:
     out = tmp_path / "a.log"
     log = make(opened, mode="full", output=str(out))

@@ -327,3 +327,30 @@ def test_flagged_strings_cut_by_spans_equal_the_split_ones() -> None:
             assert _flagged(joined, segments, spans) == _flagged(joined, segments, {})
             checked += bool(spans)
     assert checked > 50
+
+
+HEADS = [
+    ("benign-path", [("/", "path", "path")]),
+    ("attack-query", [("/s", "path", "path"), ("1' or '1'='1", "query", "query:q")]),
+    ("attack-cookie", [("/", "path", "path"), ("<script>alert(1)</script>", "cookie", "cookie:c")]),
+    ("long-not-kept", [("/", "path", "path"), ("x" * 600 + " union select 1", "query", "query:q")]),
+]
+
+
+@pytest.mark.parametrize("items", [h[1] for h in HEADS], ids=[h[0] for h in HEADS])
+def test_remembered_heads_give_the_hits_of_a_fresh_scan(items: list[Any]) -> None:
+    m = Matcher(CATEGORIES)
+    fresh: list[Any] = []
+    m.scan_items(items, fresh)
+    for _ in range(2):  # the first scans and (if short) remembers; the second recalls
+        hits: list[Any] = []
+        m.scan_head(items, hits)
+        assert hits == fresh
+    assert len(m._head_cache) == (0 if sum(len(v) for v, _, _ in items) > 512 else 1)
+
+
+def test_the_head_cache_is_bounded() -> None:
+    m = Matcher(CATEGORIES)
+    for i in range(4096 + 10):
+        m.scan_head([(f"/p{i}", "path", "path")], [])
+    assert len(m._head_cache) <= 4096

@@ -2,7 +2,8 @@
 
 Per request: the path, every query parameter (name and value), the configured header
 values and the cookies are scanned together (matcher.scan_items: one prefilter pass
-for the whole head); if that alone blocks, the body is not read. Otherwise, with
+for the whole head; matcher.scan_head remembers the hits of heads seen before); if
+that alone blocks, the body is not read. Otherwise, with
 `inspect_body_bytes` > 0 and a body present, up to that many bytes are read into
 memory and their values scanned (body.py: JSON strings by JSON path, form and
 multipart fields by name, text whole). The upstream then gets a body that replays
@@ -167,7 +168,7 @@ class ScreeningFilter:
                     name, _, value = part.strip().partition("=")
                     if value:
                         items.append((value, "cookie", _cookie_location(name)))
-        self.matcher.scan_items(items, hits)
+        self.matcher.scan_head(items, hits)
 
     # -- the body ------------------------------------------------------------------------
 
@@ -186,6 +187,9 @@ class ScreeningFilter:
         body = ex.body
         assert body is not None
         limit = self._body_bytes
+        # With a Content-Length, its last byte is the end: below the limit, where the
+        # next read would only say b"", it is not made (aiohttp hands out no more).
+        length = ex.content_length
         chunks: list[bytes] = []
         n = 0
         complete = False
@@ -196,7 +200,10 @@ class ScreeningFilter:
                 break
             chunks.append(chunk)
             n += len(chunk)
-        data = b"".join(chunks)
+            if n == length and n < limit:
+                complete = True
+                break
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if complete:
             ex.body = BytesBody(data)
         else:

@@ -15,6 +15,9 @@ rule's regex runs only on values where its relaxed pattern matched:
   JSON body: its raw text, see body.py) and maps segments back.
 - `scan(value, kind, location, hits)`: one value: normalised, its forms scanned by the
   database, the rules that hit run their regex.
+- `scan_head(items, hits)`: `scan_items` for a request head, remembered: a route sees
+  the same paths, user agents and cookies again and again, and the same values always
+  give the same hits. Bounded (cleared when full); a long head is not kept.
 
 The prefilter changes cost, never verdicts: tests/screening/test_prefilter.py checks
 on both corpora that every rule's hits are the same with it and without it (every
@@ -50,6 +53,8 @@ Item = tuple[str, str, str]
 """(value, kind, location): one value to scan."""
 
 _DECODED, _TEXT, _CMD = 0, 1, 2
+_HEAD_CACHE_MAX = 4096  # heads remembered per Matcher (then the cache starts over)
+_HEAD_CACHE_CHARS = 512  # a head whose values add up to more is not remembered
 _HEAD_KINDS = frozenset(KINDS) - {"body"}
 
 
@@ -76,6 +81,7 @@ class Matcher:
         "_by_kind",
         "_checks",
         "_group_checks",
+        "_head_cache",
         "_prefilters",
         "categories",
         "prefilter",
@@ -108,6 +114,7 @@ class Matcher:
             "head": frozenset().union(*(self._checks[k] for k in _HEAD_KINDS)),
             "body": self._checks["body"],
         }
+        self._head_cache: dict[tuple[Item, ...], tuple[Hit, ...]] = {}
 
     # -- one value -----------------------------------------------------------------------
 
@@ -193,6 +200,21 @@ class Matcher:
             value, kind, location = live[index]
             self.scan(value, kind, location, hits, only=segments[index])
 
+    def scan_head(self, items: Sequence[Item], hits: list[Hit]) -> None:
+        """`scan_items` for a request head's items, remembered (same items, same hits)."""
+        key = tuple(items)
+        cache = self._head_cache
+        found = cache.get(key)
+        if found is None:
+            new: list[Hit] = []
+            self.scan_items(items, new)
+            found = tuple(new)
+            if sum([len(value) for value, _, _ in items]) <= _HEAD_CACHE_CHARS:
+                if len(cache) >= _HEAD_CACHE_MAX:
+                    cache.clear()
+                cache[key] = found
+        hits.extend(found)
+
     def flag(self, rule_id: int, kind: str, location: str, hits: list[Hit]) -> None:
         """Record a code check found outside `scan` (an unparseable body)."""
         if rule_id in self._checks[kind]:
@@ -202,7 +224,7 @@ class Matcher:
         rules = {c.rule_id for cs in self._by_kind.values() for c in cs}
         return (
             f"<Matcher categories={list(self.categories)} rules={len(rules)} "
-            f"prefilter={self.prefilter} "
+            f"prefilter={self.prefilter} heads_cached={len(self._head_cache)} "
             f"head={self._prefilters['head']!r} body={self._prefilters['body']!r}>"
         )
 
