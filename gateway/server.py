@@ -70,7 +70,7 @@ log = logging.getLogger("gateway.server")
 
 
 class GatewayProtocol(RequestHandler):
-    __slots__ = ("_gw_header_timeout", "_gw_header_timer", "_gw_seen", "_gw_tls")
+    __slots__ = ("_gw_header_timeout", "_gw_header_timer", "_gw_peer", "_gw_seen", "_gw_tls")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -78,9 +78,13 @@ class GatewayProtocol(RequestHandler):
         self._gw_header_timer: asyncio.TimerHandle | None = None
         self._gw_seen = 0
         self._gw_tls: TLSInfo | None = None
+        self._gw_peer: tuple[str, int] = ("", 0)  # the client's address, read once
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self._gw_peer = (peer[0], peer[1])
         self._arm_header_timer()
 
     def data_received(self, data: bytes) -> None:
@@ -249,9 +253,11 @@ class Handler:
         raw = request.raw_headers
         if self.redirect_port is not None:
             return redirect_to_https(request, self.redirect_port)
-        transport = request.transport
-        peer = transport.get_extra_info("peername") if transport is not None else None
-        peer_ip = peer[0] if peer else ""
+        try:
+            peer_ip, peer_port = cast(GatewayProtocol, request.protocol)._gw_peer
+        except AttributeError:  # a plain aiohttp protocol (embedding): ask the transport
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            peer_ip, peer_port = (peer[0], peer[1]) if peer else ("", 0)
         client_ip, trusted = peer_ip, False
         if rt.trusted.networks:  # none configured (common): no X-Forwarded-For to read
             client_ip, trusted = rt.trusted.resolve(
@@ -279,18 +285,16 @@ class Handler:
             if "Transfer-Encoding" in request.headers:
                 te = request.headers.getall("Transfer-Encoding")
                 check_transfer_encoding(te, version.minor)
+            raw_host = request.headers.get("Host", "")
             target = origin_form(
-                request.raw_path,
-                request.method,
-                request.headers.get("Host", ""),
-                srv.allow_encoded_slashes,
+                request.raw_path, request.method, raw_host, srv.allow_encoded_slashes
             )
         except Refusal as exc:
             return refusal(request, exc, rid_header, rid)
         path, _, query = target.partition("?")
         req_headers = request.headers
         # Not request.host: without a Host header aiohttp would resolve our own FQDN.
-        host = host_without_port(req_headers.get("Host", "")).lower()
+        host = host_without_port(raw_host).lower()
         method = request.method
         t0 = perf_counter()
         route = rt.table.match(host, path, method, req_headers)
@@ -347,7 +351,7 @@ class Handler:
             host=host,
             scheme=self.scheme,
             client_ip=client_ip,
-            client_port=peer[1] if peer else 0,
+            client_port=peer_port,
             peer_ip=peer_ip,
             trusted_peer=trusted,
             tls=_tls_info(request.protocol) if self.scheme == "https" else None,
