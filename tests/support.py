@@ -26,6 +26,22 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class FakeClock:
+    """Seconds that move only when a test says so (monotonic or unix, per `start`)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.now:.3f}>"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

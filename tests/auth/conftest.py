@@ -5,22 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tests.auth.support import NOW, SigningKey
+from tests.support import FakeClock
 
 
-class WallClock:
+class WallClock(FakeClock):
     """Unix seconds that move only when a test says so."""
 
     def __init__(self, start: float = NOW) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __repr__(self) -> str:
-        return f"<WallClock {self.now}>"
+        super().__init__(start)
 
 
 @pytest.fixture

@@ -22,17 +22,9 @@ from multidict import CIMultiDictProxy
 
 from gateway.filters.cache import CacheFilter
 from tests.conftest import GatewayFactory, InProcessGateway
-from tests.support import free_port, gateway_config
+from tests.support import FakeClock, free_port, gateway_config
 
 BACKENDS = ("memory", "redis")
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def cache_upstream(hits: Counter[str]) -> web.Application:

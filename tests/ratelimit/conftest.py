@@ -13,24 +13,9 @@ import uuid
 import pytest
 
 from tests.redis_server import MISSING, RedisServer
+from tests.support import FakeClock
 
 __all__ = ["MISSING", "FakeClock", "RedisServer"]
-
-
-class FakeClock:
-    """Monotonic seconds that move only when a test says so."""
-
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __repr__(self) -> str:
-        return f"<FakeClock {self.now}>"
 
 
 @pytest.fixture

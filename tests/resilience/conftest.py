@@ -18,21 +18,7 @@ import pytest
 from aiohttp import web
 
 from gateway.worker import Worker
-from tests.support import free_port, gateway_config, serve_app, write_config
-
-
-class FakeClock:
-    def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def __repr__(self) -> str:
-        return f"<FakeClock {self.now:.3f}>"
+from tests.support import FakeClock, free_port, gateway_config, serve_app, write_config
 
 
 class Backend:
