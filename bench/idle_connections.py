@@ -30,12 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import resource
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,16 +40,10 @@ from typing import Any
 import aiohttp
 import psutil  # type: ignore[import-untyped]  # no stubs installed
 import yaml
+from procs import free_port, start, stop, wait_ok
 
-REPO = Path(__file__).resolve().parent.parent
 BODY = b'{"ok": true, "bench": "idle_connections"}'
 REQUEST = b"GET /idle HTTP/1.1\r\nHost: bench\r\n\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raise_nofile(needed: int) -> int:
@@ -81,41 +70,6 @@ def serve_upstream(port: int) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------
-
-
-def start(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True
-        )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-def tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-4000:]
-
-
-async def wait_ok(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args!r} exited:\n{tail(log)}")
-            with contextlib.suppress(aiohttp.ClientError):
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            await asyncio.sleep(0.05)
-    raise RuntimeError(f"{url} not ready:\n{tail(log)}")
 
 
 def gateway_config(port: int, admin: int, upstream: int) -> dict[str, Any]:
