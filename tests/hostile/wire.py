@@ -10,18 +10,18 @@ sent, the upstream saw one well-framed request per message and nothing smuggled.
 gateway closes (every hostile case either gets an error, which closes, or asks for
 `Connection: close`), then parses the responses it got.
 
-`ScriptedUpstream` runs a coroutine per accepted connection, for upstream faults.
+`ScriptedUpstream` (tests/upstream/servers.py's RawServer) runs a coroutine per
+accepted connection, for upstream faults.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import httptools
+
+from tests.upstream.servers import Handler, RawServer
 
 OK_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -162,47 +162,12 @@ class _Recorder(asyncio.Protocol):
             self.transport.write(self.owner.response)
 
 
-ConnHandler = Callable[[int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+ConnHandler = Handler
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(RawServer):
     """A loopback upstream running `handler(index, reader, writer)` per connection;
     `connections` counts those accepted (how tests see that nothing was reused)."""
-
-    def __init__(self, handler: ConnHandler) -> None:
-        self.handler = handler
-        self.connections = 0
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def __aenter__(self) -> ScriptedUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        index = self.connections
-        self.connections += 1
-        try:
-            await self.handler(index, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            self._tasks.discard(task)
-            writer.close()
 
     def __repr__(self) -> str:
         return f"<ScriptedUpstream :{self.port} connections={self.connections}>"
