@@ -150,7 +150,7 @@ def make_client(settings: RedisSettings) -> AnyRedis:
     }
     if settings.url.lower().startswith("redis+sentinel://"):
         addresses, service, db, password = sentinel_parts(settings.url)
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(  # type: ignore[no-untyped-call,unused-ignore]
             addresses,
             sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
             **common,

@@ -9,24 +9,30 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
+import re
 import time
 import unicodedata
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.filters.screening import RULES, Matcher
+from gateway.filters.screening.body import _buffer, _joined, _parses
 from gateway.filters.screening.normalise import (
     _fold,
     _nfkc,
+    _uncomment,
     decode,
     decode_latin1,
     forms,
+    latin1_bytes,
     normalise,
 )
-from gateway.filters.screening.prefilter import SEP
+from gateway.filters.screening.prefilter import LATIN1_BUFFER_TABLE, SEP
 from tests.screening.support import Upstream, exchange, screening_filter
 
 # SCREENING_FUZZ_EXAMPLES=5000 for a deeper run than CI's.
@@ -51,6 +57,13 @@ FRAGMENTS = [
 ]  # fmt: skip
 pieces = st.lists(st.sampled_from(FRAGMENTS), max_size=24).map("".join)
 values = st.one_of(pieces, st.text(max_size=80))
+json_values = st.recursive(
+    st.one_of(values, st.integers(), st.none()),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(values, inner, max_size=4)
+    ),
+    max_leaves=12,
+)
 
 
 @SETTINGS
@@ -123,16 +136,80 @@ def test_decode_latin1_is_decode_where_it_answers(value: str) -> None:
         pytest.fail("a value with nothing to decode was refused")
 
 
+@SETTINGS
+@given(st.lists(st.sampled_from(["/*", "/*!", "*/", "!", "1", "50000", "a", " ", "\n", "*", "/"]),
+                max_size=30).map("".join))  # fmt: skip
+def test_comment_removal_is_the_regexes_in_linear_time(s: str) -> None:
+    assert _uncomment(s, versioned=True) == re.sub(r"/\*!\d*(.*?)\*/", r" \1 ", s, flags=re.S)
+    assert _uncomment(s, versioned=False) == re.sub(r"/\*.*?\*/", " ", s, flags=re.S)
+
+
+# -- JSON bodies: validity, and the buffer made from their bytes ---------------------------
+
+
+def _mutants(data: bytes, seed: int, n: int) -> list[bytes]:
+    """`data` with 1-3 bytes deleted, inserted or replaced, from JSON's own alphabet and
+    the bytes that make UTF-8 or JSON invalid."""
+    rng = random.Random(seed)
+    alphabet = b'{}[]",:0123456789.eE+-\\u tfnrlsa\x00\x1f\x7f\xff\xc3\xa9\n \t'
+    out = []
+    for _ in range(n):
+        d = bytearray(data)
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(d) + 1)
+            op = rng.random()
+            if op < 0.4 and len(d) > 1:
+                del d[min(pos, len(d) - 1)]
+            elif op < 0.8:
+                d.insert(pos, rng.choice(alphabet))
+            else:
+                d[min(pos, len(d) - 1)] = rng.choice(alphabet)
+        out.append(bytes(d))
+    return out
+
+
+JSON_EDGES = [
+    b'["\\ud800"]', b'["\\ud83d\\ude00"]', b"[" * 1024 + b"]" * 1024, b"[" * 1025 + b"]" * 1025,
+    b'["a\x01"]', b"\xef\xbb\xbf[1]", b"[1e400]", b"[123456789012345678901234567890]",
+    b'["\xc0\xaf"]', b'["\xed\xa0\x80"]', b"[1] x", b"", b" \n[1]\t", b'{"a":1,"a":2}',
+]  # fmt: skip
+
+
+def test_json_validity_is_orjsons() -> None:
+    """body._parses (simdjson, orjson where it refuses) decides as orjson.loads does, on
+    edge cases and on 20,000 mutants of a document with escapes and non-ASCII text."""
+    doc = json.dumps({"a": 'x\u00e9\\"y', "b": [1, 2.5e3, -0, True, None, {"c": "\U0001f600"}]})
+    cases = JSON_EDGES + _mutants(doc.encode(), 1, 10_000) + _mutants(b'{"k":[1,"v"]}', 2, 10_000)
+    for data in cases:
+        try:
+            orjson.loads(data)
+            expected = True
+        except orjson.JSONDecodeError:
+            expected = False
+        assert _parses(data) is expected, data
+
+
+@SETTINGS
+@given(json_values, st.booleans())
+def test_json_buffer_is_the_joined_texts(doc: Any, ascii_escapes: bool) -> None:
+    """body._buffer, made from a document's bytes, is the buffer of its joined text
+    (case aside: the scan is case-blind); where the joined text has something to
+    decode, it makes none."""
+    data = json.dumps(doc, ensure_ascii=ascii_escapes).encode("utf-8", "surrogatepass")
+    if not _parses(data):
+        return
+    buf = _buffer(data)
+    joined = _joined(data)
+    latin1 = None if joined is None else latin1_bytes(joined)
+    if buf is None:
+        return
+    assert latin1 is not None, data
+    assert buf.lower() == latin1.translate(LATIN1_BUFFER_TABLE).lower()
+
+
 # -- the prefilter on random requests ---------------------------------------------------
 
 REFERENCE = Matcher(sorted({r.category for r in RULES}), prefilter=False)
-json_values = st.recursive(
-    st.one_of(values, st.integers(), st.none()),
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=4), st.dictionaries(values, inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 
 
 def _decide(request_kw: dict[str, Any], reference: bool) -> tuple[int, list[Any]]:
@@ -148,16 +225,16 @@ def _decide(request_kw: dict[str, Any], reference: bool) -> tuple[int, list[Any]
 @settings(max_examples=EXAMPLES // 2, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
 @given(json_values, st.lists(st.tuples(st.sampled_from(["q", "id", "x"]), pieces), max_size=4),
-       pieces)  # fmt: skip
+       pieces, st.booleans())  # fmt: skip
 def test_random_requests_decide_the_same_with_and_without_the_prefilter(
-    doc: Any, query: list[tuple[str, str]], agent: str
+    doc: Any, query: list[tuple[str, str]], agent: str, ascii_escapes: bool
 ) -> None:
     agent = "".join(c for c in agent if c.isprintable() and c not in "\r\n\x00")
     kw = {
         "method": "POST",
         "query": "&".join(f"{k}={v}" for k, v in query),
         "headers": [("Content-Type", "application/json"), ("User-Agent", agent)],
-        "body": json.dumps(doc, ensure_ascii=False).encode("utf-8", "surrogatepass"),
+        "body": json.dumps(doc, ensure_ascii=ascii_escapes).encode("utf-8", "surrogatepass"),
     }
     assert _decide(kw, reference=False) == _decide(kw, reference=True)
 

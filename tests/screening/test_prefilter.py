@@ -8,6 +8,7 @@ stand for their values."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 from pathlib import Path
@@ -17,9 +18,9 @@ import orjson
 import pytest
 
 from gateway.filters.screening import RULES, Matcher, ScreeningFilter
-from gateway.filters.screening.body import _joined
+from gateway.filters.screening.body import _buffer, _joined
 from gateway.filters.screening.normalise import normalise
-from gateway.filters.screening.prefilter import SEP, relax, tolerant
+from gateway.filters.screening.prefilter import SEP, Undecoded, relax, tolerant
 from gateway.filters.screening.rules import KINDS
 from tests.screening.support import Upstream, exchange, screening_filter
 
@@ -313,7 +314,7 @@ def test_flagged_strings_cut_by_spans_equal_the_split_ones() -> None:
     both corpora that a rule flags."""
     from gateway.filters.screening.body import _flagged
 
-    checked = 0
+    checked = from_bytes = 0
     for rows in ROWS.values():
         for row in rows:
             body = (row["body"] or "").encode()
@@ -326,7 +327,16 @@ def test_flagged_strings_cut_by_spans_equal_the_split_ones() -> None:
                 continue
             assert _flagged(joined, segments, spans) == _flagged(joined, segments, {})
             checked += bool(spans)
+            buf = _buffer(body)  # the same from the document's bytes (body.py's fast path)
+            if buf is not None:
+                spans = {}
+                with contextlib.suppress(Undecoded):
+                    segments = FAST.buffer_candidates(buf, spans)
+                    assert segments is not None
+                    assert _flagged(joined, segments, spans) == _flagged(joined, segments, {})
+                    from_bytes += bool(spans)
     assert checked > 50
+    assert from_bytes > 50
 
 
 HEADS = [
@@ -344,7 +354,7 @@ def test_remembered_heads_give_the_hits_of_a_fresh_scan(items: list[Any]) -> Non
     m.scan_items(items, fresh)
     for _ in range(2):  # the first scans and (if short) remembers; the second recalls
         hits: list[Any] = []
-        m.scan_head(items, hits)
+        m.scan_head(tuple(items), lambda: items, hits)
         assert hits == fresh
     assert len(m._head_cache) == (0 if sum(len(v) for v, _, _ in items) > 512 else 1)
 
@@ -352,5 +362,5 @@ def test_remembered_heads_give_the_hits_of_a_fresh_scan(items: list[Any]) -> Non
 def test_the_head_cache_is_bounded() -> None:
     m = Matcher(CATEGORIES)
     for i in range(4096 + 10):
-        m.scan_head([(f"/p{i}", "path", "path")], [])
+        m.scan_head(i, functools.partial(lambda i: [(f"/p{i}", "path", "path")], i), [])
     assert len(m._head_cache) <= 4096

@@ -2,8 +2,8 @@
 
 Per request: the path, every query parameter (name and value), the configured header
 values and the cookies are scanned together (matcher.scan_items: one prefilter pass
-for the whole head; matcher.scan_head remembers the hits of heads seen before); if
-that alone blocks, the body is not read. Otherwise, with
+for the whole head; matcher.scan_head remembers the hits of heads seen before, by
+their raw values); if that alone blocks, the body is not read. Otherwise, with
 `inspect_body_bytes` > 0 and a body present, up to that many bytes are read into
 memory and their values scanned (body.py: JSON strings by JSON path, form and
 multipart fields by name, text whole). The upstream then gets a body that replays
@@ -108,6 +108,7 @@ class ScreeningFilter:
         "_body_bytes",
         "_cookies",
         "_headers",
+        "_layout",
         "counters",
         "exclusions",
         "matcher",
@@ -126,6 +127,10 @@ class ScreeningFilter:
         self._all_headers = cfg.headers == ["*"]
         self._headers = tuple((h, f"header:{h}") for h in cfg.headers if h != "*")
         self._cookies = cfg.cookies
+        # How a head's items are made from its raw values, in the matcher's head cache
+        # key (routes sharing a matcher may inspect other headers); a str: its hash is
+        # computed once.
+        self._layout = repr((self._all_headers, self._headers, self._cookies))
         self.counters = ScreeningCounters()
 
     async def __call__(self, ex: Exchange, next: Next) -> Reply:
@@ -149,6 +154,17 @@ class ScreeningFilter:
     # -- the head ------------------------------------------------------------------------
 
     def scan_head(self, ex: Exchange, hits: list[Hit]) -> None:
+        h = ex.headers
+        values: tuple[object, ...]
+        if self._all_headers:  # (not the headers never inspected: no token in the key)
+            values = tuple([kv for kv in h.items() if _header_location(kv[0]) is not None])
+        else:
+            values = tuple([tuple(h.getall(name, ())) for name, _ in self._headers])
+        cookies = tuple(h.getall("Cookie", ())) if self._cookies else ()
+        key = (self._layout, ex.path, ex.query, values, cookies)
+        self.matcher.scan_head(key, functools.partial(self._head_items, ex), hits)
+
+    def _head_items(self, ex: Exchange) -> list[Item]:
         items: list[Item] = [(ex.path, "path", "path")]
         if ex.query:
             items += pairs(ex.query, "query", "query:")
@@ -168,7 +184,7 @@ class ScreeningFilter:
                     name, _, value = part.strip().partition("=")
                     if value:
                         items.append((value, "cookie", _cookie_location(name)))
-        self.matcher.scan_head(items, hits)
+        return items
 
     # -- the body ------------------------------------------------------------------------
 

@@ -15,9 +15,10 @@ rule's regex runs only on values where its relaxed pattern matched:
   JSON body: its raw text, see body.py) and maps segments back.
 - `scan(value, kind, location, hits)`: one value: normalised, its forms scanned by the
   database, the rules that hit run their regex.
-- `scan_head(items, hits)`: `scan_items` for a request head, remembered: a route sees
-  the same paths, user agents and cookies again and again, and the same values always
-  give the same hits. Bounded (cleared when full); a long head is not kept.
+- `scan_head(key, items, hits)`: `scan_items` for a request head, remembered by the
+  raw values its items are made of: a route sees the same paths, user agents and
+  cookies again and again, and the same values always give the same hits. Bounded
+  (cleared when full); a long head is not kept.
 
 The prefilter changes cost, never verdicts: tests/screening/test_prefilter.py checks
 on both corpora that every rule's hits are the same with it and without it (every
@@ -29,19 +30,25 @@ rule's regex on every value), and that the filter decides the same with and with
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from typing import NamedTuple
 
 from gateway.filters.screening.normalise import (
     decode_joined,
-    decode_latin1,
     has_control,
     is_trivial,
+    latin1_bytes,
     normalise,
 )
-from gateway.filters.screening.prefilter import LATIN1_BUFFER_TABLE, SEP, Prefilter
+from gateway.filters.screening.prefilter import (
+    LATIN1_BUFFER_TABLE,
+    SEP,
+    Prefilter,
+    Undecoded,
+)
 from gateway.filters.screening.rules import KINDS, RULES, Rule
 
 __all__ = ["Hit", "Item", "Matcher", "compile_rules"]
@@ -114,7 +121,7 @@ class Matcher:
             "head": frozenset().union(*(self._checks[k] for k in _HEAD_KINDS)),
             "body": self._checks["body"],
         }
-        self._head_cache: dict[tuple[Item, ...], tuple[Hit, ...]] = {}
+        self._head_cache: dict[Hashable, tuple[Hit, ...]] = {}
 
     # -- one value -----------------------------------------------------------------------
 
@@ -168,8 +175,12 @@ class Matcher:
         if not self.prefilter:
             return None
         raw = group == "head"
-        if not raw and (latin1 := decode_latin1(joined, LATIN1_BUFFER_TABLE)) is not None:
-            return self._prefilters[group].segments(latin1, with_decoded=False, spans=spans)
+        if not raw and (latin1 := latin1_bytes(joined)) is not None:
+            with contextlib.suppress(Undecoded):  # (an HTML entity: decoded below)
+                buf = latin1.translate(LATIN1_BUFFER_TABLE)
+                return self._prefilters[group].segments(
+                    buf, with_decoded=False, spans=spans, entities=True
+                )
         decoded, anomalies, unescaped = decode_joined(joined, raw=raw)
         checks = self._group_checks[group]
         if anomalies and any(a in checks for a in anomalies):
@@ -179,6 +190,20 @@ class Matcher:
         if unescaped and decoded.count(SEP) != joined.count(SEP):
             return None  # decoding made a SEP (%02, &#2;, \x02): segments would shift
         return self._prefilters[group].segments(decoded, with_decoded=raw)
+
+    def buffer_candidates(
+        self, buf: bytes, spans: dict[int, tuple[int, int]]
+    ) -> dict[int, set[int]] | None:
+        """`candidates(joined, 'body', spans=spans)` where the caller made the buffer:
+        `buf` is the joined text's Latin-1 bytes (no '%', '\\' or NUL, every character
+        folding one to one: normalise.latin1_bytes) translated by LATIN1_BUFFER_TABLE
+        (a JSON body's own bytes, see body.py). Raises Undecoded when the text holds an
+        HTML entity after all (the scan says): the caller takes `candidates`."""
+        if not self.prefilter:
+            raise Undecoded
+        return self._prefilters["body"].segments(
+            buf, with_decoded=False, spans=spans, entities=True
+        )
 
     def scan_items(self, items: Sequence[Item], hits: list[Hit]) -> None:
         """`scan` for each item (all of the head's kinds, or all 'body'), in one pass."""
@@ -200,16 +225,21 @@ class Matcher:
             value, kind, location = live[index]
             self.scan(value, kind, location, hits, only=segments[index])
 
-    def scan_head(self, items: Sequence[Item], hits: list[Hit]) -> None:
-        """`scan_items` for a request head's items, remembered (same items, same hits)."""
-        key = tuple(items)
+    def scan_head(
+        self, key: Hashable, items: Callable[[], Sequence[Item]], hits: list[Hit]
+    ) -> None:
+        """`scan_items(items(), ...)` for a request head, remembered by `key`: the raw
+        values the items are made of and how they are made (the same key always makes
+        the same items, hence the same hits), so that a head seen before costs one
+        lookup, not even the making of its items."""
         cache = self._head_cache
         found = cache.get(key)
         if found is None:
+            made = items()
             new: list[Hit] = []
-            self.scan_items(items, new)
+            self.scan_items(made, new)
             found = tuple(new)
-            if sum([len(value) for value, _, _ in items]) <= _HEAD_CACHE_CHARS:
+            if sum([len(value) for value, _, _ in made]) <= _HEAD_CACHE_CHARS:
                 if len(cache) >= _HEAD_CACHE_MAX:
                     cache.clear()
                 cache[key] = found

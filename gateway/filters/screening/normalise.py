@@ -41,8 +41,9 @@ rounds). `_forms` is local too except SQL comment removal, which could run from 
 value into the next: callers that join values check for `/*` first.
 
 `decode_latin1` asks one small Hyperscan database (`_UNDECODED`) whether a Latin-1
-value holds an entity or a character that does not fold one to one; like the
-prefilter's, its scans are not thread-safe (one scratch), which the event loop respects.
+value holds an HTML entity (`latin1_bytes` leaves that question to the prefilter's own
+scan, which asks it on the way); like the prefilter's, its scans are not thread-safe
+(one scratch), which the event loop respects.
 
 Cost notes: html.unescape is skipped unless some '&' starts something it would
 replace (`_ENTITY`: '&#', '&name;', or a name the HTML5 table accepts without ';');
@@ -62,6 +63,7 @@ from urllib.parse import unquote_to_bytes
 import hyperscan
 
 __all__ = [
+    "ENTITY_PREFILTER",
     "LATIN1_FOLD",
     "MAX_ROUNDS",
     "Forms",
@@ -71,6 +73,8 @@ __all__ = [
     "forms",
     "has_control",
     "is_trivial",
+    "latin1_bytes",
+    "latin1_foldable",
     "normalise",
 ]
 
@@ -81,8 +85,7 @@ _PCT = re.compile(r"%[0-9a-fA-F]{2}")
 _BAD_PCT = re.compile(r"%(?![0-9a-fA-F]{2}|[uU][0-9a-fA-F]{4})")
 _IIS = re.compile(r"%[uU]([0-9a-fA-F]{4})")
 _JS_ESCAPE = re.compile(r"\\(?:x([0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|u\{([0-9a-fA-F]{1,6})\})")
-_VERSIONED_COMMENT = re.compile(r"/\*!\d*(.*?)\*/", re.DOTALL)
-_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+_DIGITS = re.compile(r"\d*")
 _SPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CTL = re.compile(r"[\x00-\x1f\x7f]")
@@ -121,17 +124,17 @@ LATIN1_FOLD = _LATIN1_FOLD = bytes(
 )
 
 
-# A superset of _ENTITY's matches (the same, less the possessive quantifier), and the
-# Latin-1 characters `decode_latin1` cannot translate one to one.
-_UNDECODED = hyperscan.Database()
-_UNDECODED.compile(
-    expressions=[
-        ("&(?:#|[A-Za-z0-9]{1,32};|" + "|".join(sorted(_NO_SEMICOLON)) + ")").encode("ascii"),
-        b"[" + b"".join(b"\\x%02x" % c for c in sorted({*_LATIN1_COMPAT, 0xB5, 0xDF})) + b"]",
-    ],
-    ids=[1, 2],
-    flags=[hyperscan.HS_FLAG_SINGLEMATCH] * 2,
+# A superset of _ENTITY's matches (the same, less the possessive quantifier), for
+# Hyperscan: here and in the prefilter's text database (prefilter._ENTITY_ID).
+ENTITY_PREFILTER = ("&(?:#|[A-Za-z0-9]{1,32};|" + "|".join(sorted(_NO_SEMICOLON)) + ")").encode(
+    "ascii"
 )
+# Latin-1 characters that do not fold one to one (a compatibility mapping, or a case
+# folding that is not one character): `latin1_bytes` refuses text holding one.
+_LATIN1_SPECIAL = bytes(sorted({*_LATIN1_COMPAT, 0xB5, 0xDF}))
+_LATIN1_ONE_TO_ONE = bytes(c for c in range(256) if c not in _LATIN1_SPECIAL)
+_UNDECODED = hyperscan.Database()
+_UNDECODED.compile(expressions=[ENTITY_PREFILTER], ids=[1], flags=[hyperscan.HS_FLAG_SINGLEMATCH])
 
 
 def _nfkc(s: str) -> str:
@@ -214,19 +217,35 @@ def decode_latin1(value: str, table: bytes | None = None) -> bytes | None:
     """`decode(value)` (not raw, not a path) in one pass, as Latin-1 bytes, for a value
     with nothing to decode: Latin-1 text without '%', '\\', NUL, an HTML entity, a
     character NFKC changes or one whose case folding is not one character (then the
-    decoded form is its case folding); None for any other value. The joined body's
-    fast path: ~4x cheaper than `decode` and the prefilter's re-encoding. `table`: a
+    decoded form is its case folding); None for any other value. `table`: a
     translation applied after case folding, in the same pass (LATIN1_FOLD composed with
     it, as bytes.translate(LATIN1_FOLD, table) makes it)."""
+    data = latin1_bytes(value)
+    if data is None or ("&" in value and _needs_decoding(data)):
+        return None
+    return data.translate(_LATIN1_FOLD if table is None else table)
+
+
+def latin1_bytes(value: str) -> bytes | None:
+    """`value` as Latin-1 bytes if decoding it can only be case folding, one character
+    for one, *or an HTML entity*: no '%', '\\' or NUL, every character Latin-1 and
+    folding one to one; else None. The joined body's fast path: its buffer is these
+    bytes translated (prefilter.LATIN1_BUFFER_TABLE), and the scan of that buffer says
+    whether it holds an entity (Prefilter.segments(..., entities=True)), which saves a
+    pass of its own over the body (decode_latin1 makes that pass)."""
     if "%" in value or "\\" in value or "\x00" in value:
         return None
     try:
         data = value.encode("latin-1")
     except UnicodeEncodeError:
         return None
-    if (not data.isascii() or "&" in value) and _needs_decoding(data):
-        return None
-    return data.translate(_LATIN1_FOLD if table is None else table)
+    return data if data.isascii() or latin1_foldable(data) else None
+
+
+def latin1_foldable(data: bytes) -> bool:
+    """Latin-1 `data` has no character whose NFKC or case folding is not itself or one
+    other character (bytes.translate deleting the rest: one C pass)."""
+    return not data.translate(None, _LATIN1_ONE_TO_ONE)
 
 
 def _stop(*_: object) -> bool:
@@ -234,9 +253,8 @@ def _stop(*_: object) -> bool:
 
 
 def _needs_decoding(data: bytes) -> bool:
-    """Latin-1 `data` holds an HTML entity or a character NFKC or case folding changes
-    into another length (one Hyperscan pass: ~3x cheaper than the regex and a
-    bytes.translate deleting the others)."""
+    """Latin-1 `data` holds an HTML entity (one Hyperscan pass: ~3x cheaper than the
+    regex)."""
     try:
         _UNDECODED.scan(data, match_event_handler=_stop)
     except hyperscan.ScanTerminated:
@@ -299,12 +317,39 @@ def _decode(value: str, raw: bool, path: bool) -> tuple[str, tuple[int, ...], bo
     return s, tuple(dict.fromkeys(anomalies)), unescaped
 
 
+def _uncomment(s: str, *, versioned: bool) -> str:
+    """`re.sub(r"/\\*!\\d*(.*?)\\*/", r" \\1 ", s, flags=re.S)` (`versioned`: MySQL's
+    versioned comment keeps its content) or `re.sub(r"/\\*.*?\\*/", " ", s, flags=re.S)`
+    in linear time. The regexes try every '/*' against the rest of the text, so a text of
+    unterminated openers (`/*!` x 21,000: 64 KiB) cost them seconds; here a comment
+    ends at the first '*/' after its opener, as their lazy match does, and once no
+    '*/' follows an opener, none follows any later one: the rest stays as it is."""
+    opener = "/*!" if versioned else "/*"
+    out: list[str] = []
+    pos = 0
+    while (i := s.find(opener, pos)) >= 0:
+        start = i + len(opener)
+        j = s.find("*/", start)
+        if j < 0:
+            break
+        out.append(s[pos:i])
+        if versioned:  # (the version's digits are dropped, MySQL runs the rest)
+            digits = _DIGITS.match(s, start, j)
+            out.append(f" {s[digits.end() if digits else start : j]} ")
+        else:
+            out.append(" ")
+        pos = j + 2
+    if not out:
+        return s
+    out.append(s[pos:])
+    return "".join(out)
+
+
 def forms(decoded: str, anomalies: tuple[int, ...] = ()) -> Forms:
     """The text and command-line forms of a `decoded` value."""
     s = decoded
     if "/*" in s:
-        s = _VERSIONED_COMMENT.sub(r" \1 ", s)
-        s = _COMMENT.sub(" ", s)
+        s = _uncomment(_uncomment(s, versioned=True), versioned=False)
     text = _SPACE.sub(" ", s) if "  " in s or not s.isprintable() else s
     cmd = None
     if _CMD_DROP.search(text) or "$" in text:

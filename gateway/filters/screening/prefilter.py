@@ -60,16 +60,26 @@ from typing import Any
 
 import hyperscan
 
-from gateway.filters.screening.normalise import LATIN1_FOLD
+from gateway.filters.screening.normalise import ENTITY_PREFILTER, LATIN1_FOLD
 from gateway.filters.screening.rules import Rule
 
-__all__ = ["LATIN1_BUFFER_TABLE", "SEP", "Prefilter", "relax", "tolerant"]
+__all__ = [
+    "JSON_BUFFER_TABLE",
+    "LATIN1_BUFFER_TABLE",
+    "SEP",
+    "Prefilter",
+    "Undecoded",
+    "relax",
+    "tolerant",
+]
 
 SEP = "\x02"
 _SEP_BYTE = b"\x02"
 _MAX_EVENTS = 4096
 _END = operator.itemgetter(1)
-_FLAGS = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_DOTALL
+# Case-blind: the rules match case-folded text, and an ASCII buffer need not be folded
+# first (a JSON body's buffer is its bytes with quotes as SEP: body.py).
+_FLAGS = hyperscan.HS_FLAG_PREFILTER | hyperscan.HS_FLAG_DOTALL | hyperscan.HS_FLAG_CASELESS
 
 
 @functools.lru_cache(maxsize=4096)
@@ -99,10 +109,12 @@ _LATIN1 = "".join(chr(c) if c < 128 else _proxy_char(chr(c)) for c in range(256)
 _DECODED_TABLE = _LATIN1.translate(str.maketrans("\x1c\x1d\x1e\x1f", "    ")).encode("ascii")
 # normalise.decode_latin1's case folding and the decoded buffer's translation in one.
 LATIN1_BUFFER_TABLE = LATIN1_FOLD.translate(_DECODED_TABLE)
+# The same for a JSON document's own bytes: its quotes become SEP (body.py).
+JSON_BUFFER_TABLE = LATIN1_BUFFER_TABLE[:0x22] + _SEP_BYTE + LATIN1_BUFFER_TABLE[0x23:]
 _TEXT_TABLE = _DECODED_TABLE.translate(bytes.maketrans(b"\t\n\x0b\x0c\r", b" " * 5))
 _SPACES = re.compile(b"  +")
 _CMD_DROP = re.compile(rb"[\"'\\^]|\$@")
-_IFS = re.compile(rb"\$\{ifs\}|\$ifs\b")
+_IFS = re.compile(rb"\$\{ifs\}|\$ifs\b", re.IGNORECASE)
 
 
 def _ascii(value: str, table: bytes) -> bytes:
@@ -235,12 +247,22 @@ def _group_end(p: str, i: int) -> int:
 # Special patterns in the text database (ids below any rule's): the buffer is not its
 # text form yet (a whitespace run, or whitespace other than ' '), or it has a
 # command-line form of its own. Cheaper than looking for those in Python (~4 us/4 KB).
-_WS_ID, _CMD_ID, _COMMENT_ID = 1, 2, 3
+_WS_ID, _CMD_ID, _COMMENT_ID, _ENTITY_ID = 1, 2, 3, 4
 _SPECIALS = [
     (_WS_ID, rb"  |[\t\n\x0b\x0c\r\x1c-\x1f]"),
     (_CMD_ID, rb"\$(?:@|\{ifs\}|ifs)"),  # what `tolerant` does not stand for
     (_COMMENT_ID, rb"/\*"),  # the joined text form is not its values' text forms
+    # Whatever html.unescape would replace (normalise.ENTITY_PREFILTER; case-blind: the
+    # buffer is folded), for `segments(..., entities=True)`: the buffer of a Latin-1
+    # text taken as having nothing to decode (normalise.latin1_bytes) was wrong.
+    (_ENTITY_ID, ENTITY_PREFILTER),
 ]
+_SPECIAL_FLAGS = [hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_CASELESS] * len(_SPECIALS)
+
+
+class Undecoded(Exception):
+    """The buffer given to `segments(..., entities=True)` holds an HTML entity: it is
+    not the decoded form of its text (the caller decodes, then scans again)."""
 
 
 def _database(rules: Sequence[Rule], cmd: Collection[int], specials: bool = False) -> Any:
@@ -257,7 +279,7 @@ def _database(rules: Sequence[Rule], cmd: Collection[int], specials: bool = Fals
     db = hyperscan.Database()
     flags = [_FLAGS] * len(patterns)
     if specials:
-        flags[-len(_SPECIALS) :] = [hyperscan.HS_FLAG_SINGLEMATCH] * len(_SPECIALS)
+        flags[-len(_SPECIALS) :] = _SPECIAL_FLAGS
     db.compile(expressions=[p for _, p in patterns], ids=[i for i, _ in patterns], flags=flags)
     return db
 
@@ -345,13 +367,16 @@ class Prefilter:
         *,
         with_decoded: bool,
         spans: dict[int, tuple[int, int]] | None = None,
+        entities: bool = False,
     ) -> dict[int, set[int]] | None:
         """For SEP-joined values whose joined decoded form is `decoded` (a str, or
         bytes: its buffer, from decode_latin1(joined, LATIN1_BUFFER_TABLE)): segment index
         -> the rule ids matching in it; None when the scan reported too many matches to
         be worth locating, or the text holds `/*`. `spans`, for bytes (one byte per
         character of the joined text): filled with each flagged segment's (start, end)
-        in the joined text, unless whitespace had to be collapsed (offsets moved)."""
+        in the joined text, unless whitespace had to be collapsed (offsets moved).
+        `entities`: raise Undecoded if the buffer holds an HTML entity (a buffer made
+        from bytes taken as needing no decoding, normalise.latin1_bytes)."""
         try:
             also = None
             if with_decoded:
@@ -360,6 +385,8 @@ class Prefilter:
             scans = self._all(decoded, collapsed=False, decoded=also)
         except hyperscan.ScanTerminated:
             return None
+        if entities and _ENTITY_ID in scans[0].specials:
+            raise Undecoded
         if _COMMENT_ID in scans[0].specials:
             return None  # comment removal could cross values: scan them one by one
         out: dict[int, set[int]] = {}
