@@ -29,7 +29,6 @@ import codecs
 import contextlib
 import functools
 import re
-from collections.abc import Callable
 from email.message import Message
 from typing import Any
 from urllib.parse import unquote
@@ -204,14 +203,14 @@ def _buffer(data: bytes) -> bytes | None:
     """What the prefilter scans for a document that parses: `_joined(data)` as Latin-1
     bytes translated by LATIN1_BUFFER_TABLE (for ASCII, only its quotes as SEP: the
     scan is case-blind and valid JSON holds no raw control character), made from the
-    bytes in one pass and a splice per escape run, without the str (~3x cheaper); None where
-    `_joined` has something to decode ('%', a backslash once unescaped, NUL, SEP) or a
-    character outside Latin-1 or not folding one to one: the caller takes the general
-    path."""
+    bytes in one pass and a splice per escape run, without the str (~3x cheaper); None
+    where `_joined` has something to decode ('%', a backslash once unescaped, NUL, SEP)
+    or a character outside Latin-1 or not folding one to one: the caller takes the
+    general path."""
     if b"%" in data:
         return None
     if data.isascii():
-        quotes: Callable[[bytes], bytes] = _quotes_to_sep
+        buf = data.replace(b'"', _SEP_BYTE)
     else:
         try:
             data = data.decode("utf-8").encode("latin-1")  # (one byte per character)
@@ -219,37 +218,55 @@ def _buffer(data: bytes) -> bytes | None:
             return None
         if not latin1_foldable(data):
             return None
-        quotes = _translate_json
-    buf = quotes(data)  # (one byte for one: `data`'s offsets hold in it)
-    if b"\\" not in data:
+        buf = data.translate(JSON_BUFFER_TABLE)
+    # One byte for one so far: `data`'s offsets hold in `buf`. Each escape run is
+    # replaced by what it decodes to (a quote stays a quote: it is inside a string).
+    i = data.find(b"\\")
+    if i < 0:
         return buf
     view = memoryview(buf)
     out: list[bytes | memoryview] = []
     pos = 0
-    find, match = data.find, _ESCAPE_RUN_BYTES.match
-    while (i := find(b"\\", pos)) >= 0:
-        m = match(data, i)
+    while i >= 0:
+        m = _ESCAPE_RUN_BYTES.match(data, i)
         if m is None:  # (the document parsed: every '\\' starts an escape)
             return None
-        try:
-            run = orjson.loads(b'"' + m.group() + b'"').encode("latin-1")
-        except (orjson.JSONDecodeError, UnicodeEncodeError):
+        run = m.group()
+        piece = _ESCAPES.get(run)
+        if piece is None and (piece := _unescaped(run)) is None:
             return None
-        if run.translate(None, _UNESCAPED_OK) or not latin1_foldable(run):
-            return None  # '%', '\\', NUL or SEP: decoding has more to do; see `_joined`
         out.append(view[pos:i])
-        out.append(run.translate(LATIN1_BUFFER_TABLE))  # (a quote stays a quote)
+        out.append(piece)
         pos = m.end()
+        i = data.find(b"\\", pos)
     out.append(view[pos:])
     return b"".join(out)
 
 
-def _quotes_to_sep(data: bytes) -> bytes:
-    return data.replace(b'"', _SEP_BYTE)
+def _unescaped(run: bytes) -> bytes | None:
+    """A run of JSON escapes decoded and translated for the buffer; None if it decodes
+    to a character `_buffer` cannot take: '%', '\\', NUL, SEP, one outside Latin-1
+    or not folding one to one."""
+    try:
+        text: bytes = orjson.loads(b'"' + run + b'"').encode("latin-1")
+    except (orjson.JSONDecodeError, UnicodeEncodeError):
+        return None
+    if text.translate(None, _UNESCAPED_OK) or not latin1_foldable(text):
+        return None
+    return text.translate(LATIN1_BUFFER_TABLE)
 
 
-def _translate_json(data: bytes) -> bytes:
-    return data.translate(JSON_BUFFER_TABLE)
+def _single_escapes() -> dict[bytes, bytes]:
+    """Every one-escape run `_buffer` may meet most (the two-character escapes and
+    `\\u00XX`, any case of hex digit) -> its piece of the buffer, where it has one."""
+    runs = [b"\\" + bytes([c]) for c in b'"/bfnrt\\']
+    for code in range(256):
+        for digits in {f"{code:02x}", f"{code:02X}", f"{code:02x}".capitalize()}:
+            runs += [f"\\u00{digits}".encode(), f"\\u00{digits.swapcase()}".encode()]
+    return {run: piece for run in runs if (piece := _unescaped(run)) is not None}
+
+
+_ESCAPES = _single_escapes()
 
 
 def _joined(data: bytes) -> str | None:

@@ -45,6 +45,11 @@ def _header_location(name: str) -> str | None:
     return None if name.lower() in _NEVER_HEADERS else f"header:{safe_name(name)}"
 
 
+@functools.lru_cache(maxsize=256)  # content types repeat too
+def _media(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
 @functools.lru_cache(maxsize=1024)
 def _cookie_location(name: str) -> str:
     return f"cookie:{safe_name(name)}"
@@ -189,17 +194,9 @@ class ScreeningFilter:
     # -- the body ------------------------------------------------------------------------
 
     async def _scan_body(self, ex: Exchange, hits: list[Hit]) -> None:
-        data, complete = await self._read_prefix(ex)
-        if not data:
-            return
-        content_type = ex.headers.get("Content-Type", "")
-        media = content_type.partition(";")[0].strip().lower()
-        scan_body(self.matcher, media, content_type, data, complete, hits)
-
-    async def _read_prefix(self, ex: Exchange) -> tuple[bytes, bool]:
-        """Up to inspect_body_bytes of the body, and whether that was all of it.
-
-        Replaces `ex.body` with a source that gives the upstream every byte."""
+        """Scan up to inspect_body_bytes of the body. Replaces `ex.body` with a source
+        that gives the upstream every byte: a BytesBody when all of it was read, else a
+        ReplayBody. (One coroutine: each level of await costs ~0.5 us.)"""
         body = ex.body
         assert body is not None
         limit = self._body_bytes
@@ -225,7 +222,10 @@ class ScreeningFilter:
         else:
             self.counters.bodies_truncated += 1
             ex.body = ReplayBody(data, body)
-        return data[:limit], complete
+            data = data[:limit]
+        if data:
+            content_type = ex.headers.get("Content-Type", "")
+            scan_body(self.matcher, _media(content_type), content_type, data, complete, hits)
 
     # -- the verdict ---------------------------------------------------------------------
 
