@@ -133,14 +133,13 @@ def _scan_json(m: Matcher, data: bytes, complete: bool, hits: list[Hit]) -> None
         m.scan(data.decode("utf-8", "replace"), "body", "body", hits)
         return
     spans: dict[int, tuple[int, int]] = {}
-    joined: str | None
+    joined: str | None = None  # (made only where needed: most bodies flag nothing)
+    buf = _buffer(data)
     try:
-        buf = _buffer(data)
         if buf is None:
             raise Undecoded
         segments = m.buffer_candidates(buf, spans)
-        joined = None  # (made below, and only if a string is flagged)
-    except Undecoded:
+    except Undecoded:  # (something to decode after all: the general path)
         joined = _joined(data)
         segments = None if joined is None else m.candidates(joined, "body", spans=spans)
     if segments is not None and not segments:

@@ -177,10 +177,7 @@ class Matcher:
         raw = group == "head"
         if not raw and (latin1 := latin1_bytes(joined)) is not None:
             with contextlib.suppress(Undecoded):  # (an HTML entity: decoded below)
-                buf = latin1.translate(LATIN1_BUFFER_TABLE)
-                return self._prefilters[group].segments(
-                    buf, with_decoded=False, spans=spans, entities=True
-                )
+                return self.buffer_candidates(latin1.translate(LATIN1_BUFFER_TABLE), spans)
         decoded, anomalies, unescaped = decode_joined(joined, raw=raw)
         checks = self._group_checks[group]
         if anomalies and any(a in checks for a in anomalies):
@@ -192,7 +189,7 @@ class Matcher:
         return self._prefilters[group].segments(decoded, with_decoded=raw)
 
     def buffer_candidates(
-        self, buf: bytes, spans: dict[int, tuple[int, int]]
+        self, buf: bytes, spans: dict[int, tuple[int, int]] | None = None
     ) -> dict[int, set[int]] | None:
         """`candidates(joined, 'body', spans=spans)` where the caller made the buffer:
         `buf` is the joined text's Latin-1 bytes (no '%', '\\' or NUL, every character
