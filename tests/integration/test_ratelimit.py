@@ -41,7 +41,11 @@ from tests.support import (
 )
 
 TIMEOUT_S = 0.05  # redis.timeout of every gateway here (the default)
-MARGIN_S = 0.075  # the gateway, upstream and client on a busy 2-core box (seen: <70 ms)
+# The gateway, upstream and client on a 2-core box busy with the rest of the suite
+# (seen: up to 150 ms). The bound tells "decided by the Redis timeout" from "waited on
+# Redis" (a paused Redis holds a request until it resumes: a second here, or for
+# ever); how fast a decision is belongs to bench/, not to this test.
+MARGIN_S = 0.45
 BOUND_S = TIMEOUT_S + MARGIN_S  # no request may take longer while Redis is in trouble
 RECOVER_S = 5.0  # shared limits again this soon after Redis is back
 
